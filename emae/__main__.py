@@ -1,0 +1,5 @@
+import sys
+
+from emae.cli import main
+
+sys.exit(main())

@@ -1,0 +1,172 @@
+"""Reading and writing checkpoints safely.
+
+Writing is atomic (a temporary file in the same folder, then a rename), so a run killed mid-write leaves
+the previous checkpoint intact. Reading never executes code: ``torch.load(weights_only=True)`` or
+safetensors, and a file that needs pickled Python objects is refused with an explanation.
+
+Our pre-training checkpoint is a dict with ``model`` (official MAE key names), ``optimizer``, ``scaler``,
+``epoch``, ``step``, ``rng`` and ``config`` (a plain dict). Official MAE checkpoints (``{"model": ...}``,
+encoder-only or with the decoder) and plain state dicts are read by the same functions.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from emae.errors import EmaeError
+
+DECODER_PREFIXES = ("decoder_", "mask_token")
+# the usual number of attention heads of a ViT of each width (64-d heads)
+HEADS_BY_WIDTH = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16}
+
+
+def save_checkpoint(obj: dict, path: str | os.PathLike) -> None:
+    """Write ``obj`` with ``torch.save`` atomically: temporary file, fsync, rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a ``.pth``/``.pt``/``.bin`` file with ``weights_only=True``, or a ``.safetensors`` file.
+
+    A safetensors file is returned as ``{"model": tensors}`` plus ``config`` when its metadata has one.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise EmaeError(f"{path}: checkpoint not found")
+    if path.suffix == ".safetensors":
+        return _load_safetensors(path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise EmaeError(
+            f"{path}: refused: it holds pickled Python objects, which could run code when loaded, and only "
+            f"tensors, numbers, strings and containers are read. Re-save the weights alone (for example "
+            f"torch.save(ckpt['model'], 'weights.pth') in a trusted session) or as safetensors. "
+            f"Detail: {str(e).splitlines()[0]}") from None
+    except (RuntimeError, EOFError, OSError) as e:
+        raise EmaeError(f"{path}: not a readable checkpoint (truncated or corrupt): {e}") from None
+    if not isinstance(obj, dict):
+        raise EmaeError(f"{path}: expected a dict of tensors or a checkpoint dict, got {type(obj).__name__}")
+    return obj
+
+
+def _load_safetensors(path: Path) -> dict[str, Any]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            metadata = f.metadata() or {}
+    except (SafetensorError, OSError) as e:
+        raise EmaeError(f"{path}: not a readable safetensors file (truncated or corrupt): {e}") from None
+    obj: dict[str, Any] = {"model": tensors}
+    if "config" in metadata:
+        obj["config"] = json.loads(metadata["config"])
+    return obj
+
+
+def save_safetensors(tensors: dict[str, Tensor], path: str | os.PathLike, config: dict | None = None) -> None:
+    """Write tensors (and a JSON config in the metadata) as safetensors, atomically."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    metadata = {"config": json.dumps(config)} if config is not None else None
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+
+
+def model_state(obj: dict[str, Any], path: str | os.PathLike) -> dict[str, Tensor]:
+    """The model's state dict inside a checkpoint: under ``model``, ``state_dict``, or the dict itself."""
+    for key in ("model", "state_dict", "module"):
+        if key in obj and isinstance(obj[key], dict):
+            obj = obj[key]
+            break
+    state = {k.removeprefix("module."): v for k, v in obj.items()}
+    not_tensors = sorted(k for k, v in state.items() if not isinstance(v, Tensor))
+    if not state or not_tensors:
+        raise EmaeError(f"{path}: no model state dict found (keys that are not tensors: {not_tensors[:5]})")
+    return state
+
+
+def split_encoder(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
+    """Separate the encoder from the decoder: returns (encoder state, the dropped decoder key names)."""
+    encoder = {k: v for k, v in state.items() if not k.startswith(DECODER_PREFIXES)}
+    dropped = sorted(k for k in state if k.startswith(DECODER_PREFIXES))
+    return encoder, dropped
+
+
+@dataclass(frozen=True)
+class EncoderInfo:
+    """What a downstream framework needs to build the ViT that an encoder state dict fits."""
+
+    patch_size: int
+    embed_dim: int
+    depth: int
+    num_heads: int
+    in_chans: int
+    img_size: int  # the pre-training image size (the position-embedding grid)
+
+    @property
+    def grid(self) -> int:
+        return self.img_size // self.patch_size
+
+
+def encoder_info(encoder: dict[str, Tensor], path: str | os.PathLike, num_heads: int | None = None) -> EncoderInfo:
+    """Read the encoder's shape from its weights (MAE / timm key names).
+
+    ``num_heads`` cannot be read from weights; without it the usual 64-d heads of the width are assumed.
+    """
+    for key in ("patch_embed.proj.weight", "pos_embed", "cls_token"):
+        if key not in encoder:
+            raise EmaeError(f"{path}: not a ViT encoder: the key '{key}' is missing")
+    proj = encoder["patch_embed.proj.weight"]
+    embed_dim, in_chans, patch, _ = proj.shape
+    tokens = encoder["pos_embed"].shape[1] - (1 if "cls_token" in encoder else 0)
+    grid = int(round(tokens**0.5))
+    if grid * grid != tokens:
+        raise EmaeError(f"{path}: pos_embed has {tokens} patch positions, not a square grid")
+    depth = 1 + max((int(m.group(1)) for k in encoder if (m := re.match(r"blocks\.(\d+)\.", k))), default=-1)
+    if depth == 0:
+        raise EmaeError(f"{path}: not a ViT encoder: no 'blocks.N.' keys")
+    if num_heads is None:
+        if embed_dim not in HEADS_BY_WIDTH:
+            raise EmaeError(f"{path}: cannot tell the number of attention heads of a {embed_dim}-d ViT; "
+                            f"pass it explicitly")
+        num_heads = HEADS_BY_WIDTH[embed_dim]
+    return EncoderInfo(patch, embed_dim, depth, num_heads, in_chans, grid * patch)
+
+
+def load_encoder(path: str | os.PathLike) -> tuple[dict[str, Tensor], EncoderInfo, dict | None]:
+    """Read any supported checkpoint's encoder: (encoder state, its shape, our config if present).
+
+    The number of heads comes from our config's architecture when the checkpoint has one.
+    """
+    from emae.models import get_arch
+
+    obj = load_checkpoint(path)
+    encoder, _ = split_encoder(model_state(obj, path))
+    config = obj.get("config") if isinstance(obj.get("config"), dict) else None
+    heads = get_arch(config["arch"]).num_heads if config and "arch" in config else None
+    return encoder, encoder_info(encoder, path, heads), config

@@ -1,0 +1,59 @@
+"""The ``emae`` command.
+
+Each command lives in the module that does the work, which provides ``add_arguments(parser)`` and
+``main(args)``. Only the module of the command being run is imported, so ``emae report`` does not pay for
+detectron2 and ``emae eval detect`` does not need mmsegmentation.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from emae.errors import EmaeError
+
+COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
+    ("pretrain",): ("emae.engine", "pre-train a ViT with MAE, EMAE or an ablation"),
+    ("export",): ("emae.export", "export a checkpoint's encoder for timm, detectron2 or mmsegmentation"),
+    ("eval", "linprobe"): ("evaluation.linprobe", "linear probe on frozen features (MAE recipe)"),
+    ("eval", "finetune"): ("evaluation.finetune", "end-to-end fine-tuning (MAE recipe)"),
+    ("eval", "knn"): ("evaluation.knn", "weighted kNN on frozen features"),
+    ("eval", "detect"): ("detection.cli", "ViTDet / ViT-FPN Mask R-CNN on detectron2"),
+    ("eval", "segment"): ("segmentation.cli", "UperNet on mmsegmentation"),
+    ("report",): ("results.report", "rebuild the paper's tables with our records"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: emae COMMAND [options]   (emae COMMAND --help for a command's options)", "", "commands:"]
+    for words, (_, help_text) in COMMANDS.items():
+        lines.append(f"  {' '.join(words):<18} {help_text}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for size in (2, 1):
+        words = tuple(argv[:size])
+        if words in COMMANDS:
+            break
+    else:
+        if argv and argv[0] not in ("-h", "--help"):
+            print(f"error: unknown command {' '.join(argv[:2])!r}\n\n{_usage()}", file=sys.stderr)
+            return 2
+        print(_usage())
+        return 0
+    module_name, help_text = COMMANDS[words]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog="emae " + " ".join(words), description=help_text)
+    module.add_arguments(parser)
+    args = parser.parse_args(argv[len(words):])
+    try:
+        return module.main(args) or 0
+    except EmaeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,237 @@
+"""The pre-training config: one dataclass, named presets, and its command-line flags.
+
+A run's config is resolved as defaults < preset < ``--config`` file (YAML or JSON) < explicit flags, and
+saved as ``config.json`` beside its checkpoints and inside every checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from emae.errors import EmaeError
+from emae.masking import visible_count
+from emae.methods import get_method
+from emae.models import get_arch
+
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+
+
+@dataclass
+class PretrainConfig:
+    # method
+    method: str = "emae"  # mae, emae, parallel, random-k, complementary, consistency
+    parts: int = 4  # K: parts per image (ignored by mae, 2 views for complementary)
+    mask_ratio: float = 0.75  # mae, random-k and complementary; parallel methods use 1 - 1/K
+    pixel_weight: float | None = None  # None: the method's own weight
+    consistency_weight: float | None = None
+    norm_pix_loss: bool = True
+    # model
+    arch: str = "vit_tiny_fmnist"
+    img_size: int = 32
+    in_chans: int = 1
+    # data
+    dataset: str = "fashion-mnist"  # fashion-mnist, imagefolder (class folders), images (any image tree)
+    data: str = FASHION_MNIST_DIR
+    subset: int = 0  # use only the first N training images (0: all)
+    crop_min_scale: float = 0.2
+    mean: tuple[float, ...] = (0.2860,)
+    std: tuple[float, ...] = (0.3530,)
+    num_workers: int = 1
+    skip_bad_images: bool = False  # count and skip unreadable images instead of stopping
+    # optimisation
+    epochs: int = 10
+    warmup_epochs: int = 1
+    batch_size: int = 256  # per process
+    effective_batch: int = 0  # 0: batch_size x processes; larger values accumulate gradients
+    blr: float = 1.5e-4  # lr = blr x effective batch / 256
+    lr: float = 0.0  # absolute lr; 0: from blr
+    min_lr: float = 0.0
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.95)
+    clip_grad: float = 0.0  # 0: no clipping
+    # run
+    seed: int = 0
+    device: str = "auto"  # auto, cpu, cuda
+    amp: str = "auto"  # auto (bf16 on a supporting GPU, else none), bf16, fp16, none
+    dist_timeout: int = 600  # seconds a collective may wait for a peer before the run fails
+    output_dir: str = "runs/pretrain"
+    save_every: int = 1  # write checkpoint.pth every N epochs (and after the last)
+    keep_every: int = 0  # also keep checkpoint-EPOCH.pth every N epochs (0: never)
+    log_every: int = 1  # steps between lines in log.txt
+    preset: str = "fmnist-tiny"
+
+    @property
+    def method_spec(self):
+        return get_method(self.method)
+
+    @property
+    def num_patches(self) -> int:
+        return (self.img_size // get_arch(self.arch).patch_size) ** 2
+
+    def loss_weights(self) -> tuple[float, float]:
+        spec = self.method_spec
+        pixel = spec.pixel_weight if self.pixel_weight is None else self.pixel_weight
+        consistency = spec.consistency_weight if self.consistency_weight is None else self.consistency_weight
+        return pixel, consistency
+
+    def num_parts(self) -> int:
+        """K as the model sees it: 1 for mae, 2 for complementary, ``parts`` otherwise."""
+        return {"random": 1, "complementary": 2}.get(self.method_spec.masking, self.parts)
+
+    def validate(self) -> "PretrainConfig":
+        spec = self.method_spec
+        arch = get_arch(self.arch)
+        if self.img_size % arch.patch_size:
+            raise EmaeError(f"img_size={self.img_size} is not divisible by the patch size {arch.patch_size} "
+                            f"of {self.arch}")
+        if spec.masking == "parallel" and (self.parts < 2 or self.num_patches % self.parts):
+            raise EmaeError(f"parts K={self.parts} must be >= 2 and divide the number of patches "
+                            f"N={self.num_patches} ({self.img_size}px / patch {arch.patch_size})")
+        if spec.masking == "random-k" and self.parts < 2:
+            raise EmaeError(f"random-k needs parts K >= 2, got {self.parts}")
+        if spec.masking != "parallel":
+            visible_count(self.num_patches, self.mask_ratio)
+        if self.dataset not in ("fashion-mnist", "imagefolder", "images"):
+            raise EmaeError(f"unknown dataset {self.dataset!r}; choose fashion-mnist, imagefolder or images")
+        if len(self.mean) != self.in_chans or len(self.std) != self.in_chans:
+            raise EmaeError(f"mean/std need {self.in_chans} values (in_chans), got {self.mean} / {self.std}")
+        if self.amp not in ("auto", "bf16", "fp16", "none"):
+            raise EmaeError(f"amp must be auto, bf16, fp16 or none, got {self.amp!r}")
+        for name in ("epochs", "batch_size", "save_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise EmaeError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.warmup_epochs <= self.epochs:
+            raise EmaeError(f"warmup_epochs={self.warmup_epochs} must be within [0, epochs={self.epochs}]")
+        return self
+
+    def to_dict(self) -> dict:
+        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, values: dict, source: str = "config") -> "PretrainConfig":
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise EmaeError(f"{source}: unknown config key(s) {unknown}")
+        converted = {k: _convert(known[k], v, source) for k, v in values.items()}
+        return cls(**converted)
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+_IMAGENET_DATA = dict(dataset="imagefolder", img_size=224, in_chans=3, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                      num_workers=10, batch_size=64, effective_batch=4096, blr=1.5e-4, warmup_epochs=40,
+                      save_every=1, keep_every=100, log_every=20)
+
+PRESETS: dict[str, dict] = {
+    # Fashion-MNIST at 32 px, 4 px patches (N = 64): a useful run in minutes on a 2-core CPU
+    "fmnist-tiny": dict(subset=16384, epochs=4, warmup_epochs=1, blr=1e-3),
+    # the paper's ImageNet-1K recipes (MAE's, Section IV-B): 800 epochs, effective batch 4096
+    "imagenet-vit-b": dict(_IMAGENET_DATA, arch="vit_base_patch16", data="data/imagenet/train", epochs=800),
+    "imagenet-vit-b-300": dict(_IMAGENET_DATA, arch="vit_base_patch16", data="data/imagenet/train", epochs=300),
+    "imagenet-vit-l": dict(_IMAGENET_DATA, arch="vit_large_patch16", data="data/imagenet/train", epochs=800),
+    "imagenet-vit-h": dict(_IMAGENET_DATA, arch="vit_huge_patch14", data="data/imagenet/train", epochs=800),
+    "imagenet-vit-s": dict(_IMAGENET_DATA, arch="vit_small_patch16", data="data/imagenet/train", epochs=300),
+    # COCO train2017 and OpenImages as unlabelled image trees (Tables VIII, IX)
+    "coco-vit-b": dict(_IMAGENET_DATA, arch="vit_base_patch16", dataset="images", data="data/coco/train2017",
+                       epochs=1000, keep_every=1000),
+    "openimages-vit-b": dict(_IMAGENET_DATA, arch="vit_base_patch16", dataset="images",
+                             data="data/openimages/train", epochs=800),
+}
+
+
+def preset_config(name: str) -> PretrainConfig:
+    if name not in PRESETS:
+        raise EmaeError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return PretrainConfig.from_dict(dict(PRESETS[name], preset=name), source=f"preset {name}")
+
+
+def load_config_file(path: str | Path) -> dict:
+    """Read a YAML or JSON file of config keys."""
+    path = Path(path)
+    if not path.is_file():
+        raise EmaeError(f"{path}: config file not found")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            values = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise EmaeError(f"{path}: not valid YAML: {e}") from None
+    else:
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise EmaeError(f"{path}: not valid JSON: {e}") from None
+    if not isinstance(values, dict):
+        raise EmaeError(f"{path}: a config file must hold a mapping of keys to values")
+    return values
+
+
+def _base_type(annotation) -> type:
+    hint = typing.get_type_hints(PretrainConfig)[annotation] if isinstance(annotation, str) else annotation
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return args[0]
+    return typing.get_origin(hint) or hint
+
+
+def _convert(field: dataclasses.Field, value, source: str):
+    kind = _base_type(field.name)
+    if value is None:
+        return None
+    if kind is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise EmaeError(f"{source}: {field.name} must be a list of numbers, got {value!r}")
+        return tuple(float(v) for v in value)
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise EmaeError(f"{source}: {field.name} must be true or false, got {value!r}")
+        return value
+    if kind is float and isinstance(value, int):
+        return float(value)
+    if not isinstance(value, kind):
+        raise EmaeError(f"{source}: {field.name} must be {kind.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """One ``--flag`` per config field, defaulting to 'not given' so presets and files are not overridden."""
+    parser.add_argument("--preset", default=argparse.SUPPRESS, help="named preset (default fmnist-tiny); "
+                        f"one of {', '.join(sorted(PRESETS))}")
+    parser.add_argument("--config", dest="config_file", help="YAML or JSON file of config keys")
+    for f in fields(PretrainConfig):
+        if f.name == "preset":
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        kind = _base_type(f.name)
+        if kind is bool:
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS)
+        elif kind is tuple:
+            parser.add_argument(flag, dest=f.name, type=float, nargs="+", default=argparse.SUPPRESS)
+        else:
+            parser.add_argument(flag, dest=f.name, type=kind, default=argparse.SUPPRESS)
+
+
+def explicit_values(args: argparse.Namespace) -> dict:
+    """The config fields given on the command line."""
+    names = {f.name for f in fields(PretrainConfig)}
+    return {k: v for k, v in vars(args).items() if k in names}
+
+
+def resolve_config(args: argparse.Namespace) -> PretrainConfig:
+    """defaults < preset < config file < explicit flags, validated."""
+    values = {}
+    if args.config_file:
+        values.update(load_config_file(args.config_file))
+    values.update(explicit_values(args))
+    preset = values.pop("preset", "fmnist-tiny")
+    merged = preset_config(preset).to_dict()
+    merged.update(values)
+    return PretrainConfig.from_dict(merged).validate()

@@ -1,0 +1,196 @@
+"""Pre-training and evaluation datasets.
+
+- Fashion-MNIST from the idx files torchvision downloads (``*-idx3-ubyte`` / ``*-idx1-ubyte``, gzipped or
+  not), by default Debian's ``/usr/share/datasets/fashion-mnist``.
+- ``imagefolder``: one folder per class (ImageNet's ``train/`` and ``val/``), through torchvision.
+- ``images``: any tree of image files without labels (COCO ``train2017/``, OpenImages).
+"""
+from __future__ import annotations
+
+import functools
+import gzip
+import os
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, default_collate
+from torchvision import datasets, transforms
+from torchvision.transforms import InterpolationMode
+
+from emae.errors import EmaeError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                         "Bag", "Ankle boot")
+_IDX_DTYPES = {0x08: np.uint8}
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an idx file (the MNIST format), gzipped or not, checking its header against its size."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as e:
+        raise EmaeError(f"{path}: cannot read idx file: {e}") from None
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
+        raise EmaeError(f"{path}: not an idx file of unsigned bytes (bad magic number)")
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    offset = 4 + 4 * ndim
+    expected = int(np.prod(shape))
+    if len(data) - offset != expected:
+        raise EmaeError(f"{path}: header says shape {shape} ({expected} bytes) but the file has "
+                        f"{len(data) - offset} bytes of data (truncated?)")
+    return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(shape)
+
+
+def _find_idx(root: Path, stem: str) -> Path:
+    for name in (f"{stem}.gz", stem, f"FashionMNIST/raw/{stem}", f"FashionMNIST/raw/{stem}.gz"):
+        if (root / name).is_file():
+            return root / name
+    raise EmaeError(f"{root}: Fashion-MNIST file {stem}(.gz) not found (install Debian's dataset-fashion-mnist "
+                    f"or pass the folder holding torchvision's raw files)")
+
+
+class FashionMNIST(Dataset):
+    """Fashion-MNIST as (PIL image, label) pairs; ``limit`` keeps the first N images."""
+
+    classes = FASHION_MNIST_CLASSES
+
+    def __init__(self, root: str | os.PathLike, train: bool = True, transform: Callable | None = None,
+                 limit: int = 0):
+        root = Path(root)
+        if not root.is_dir():
+            raise EmaeError(f"{root}: data folder not found")
+        split = "train" if train else "t10k"
+        images = read_idx(_find_idx(root, f"{split}-images-idx3-ubyte"))
+        labels = read_idx(_find_idx(root, f"{split}-labels-idx1-ubyte"))
+        if len(images) != len(labels):
+            raise EmaeError(f"{root}: {len(images)} {split} images but {len(labels)} labels")
+        if limit:
+            images, labels = images[:limit], labels[:limit]
+        self.images = images
+        self.targets = torch.from_numpy(labels.astype(np.int64))
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int):
+        img = Image.fromarray(self.images[index], mode="L")
+        if self.transform is not None:
+            img = self.transform(img)
+        return img, int(self.targets[index])
+
+
+class ImageFiles(Dataset):
+    """Every image file under a folder, without labels (label 0), in sorted order."""
+
+    def __init__(self, root: str | os.PathLike, transform: Callable | None = None, mode: str = "RGB"):
+        root = Path(root)
+        if not root.is_dir():
+            raise EmaeError(f"{root}: data folder not found")
+        self.files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not self.files:
+            raise EmaeError(f"{root}: no image files ({', '.join(IMAGE_SUFFIXES)}) found")
+        self.transform = transform
+        self.mode = mode
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int):
+        img = open_image(self.files[index], self.mode)
+        if self.transform is not None:
+            img = self.transform(img)
+        return img, 0
+
+
+def open_image(path: str | os.PathLike, mode: str = "RGB") -> Image.Image:
+    """Decode an image fully, converting it to ``mode``; an unreadable file is an error naming it."""
+    try:
+        with Image.open(path) as img:
+            return img.convert(mode)
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise BadImageError(f"{path}: cannot read image: {e}") from None
+
+
+class BadImageError(EmaeError):
+    """An image file that cannot be decoded."""
+
+
+class SkipBadImages(Dataset):
+    """Wraps a dataset so that an unreadable image yields ``None`` (with a warning naming it) instead of an
+    error; :func:`collate_counting_skipped` drops those and counts them per batch."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        try:
+            return self.dataset[index]
+        except BadImageError as e:
+            warnings.warn(f"skipped: {e}", stacklevel=1)
+            return None
+
+
+def collate_counting_skipped(batch: list):
+    """``default_collate`` of the readable samples: returns (images, labels, number skipped)."""
+    kept = [sample for sample in batch if sample is not None]
+    if not kept:
+        raise EmaeError(f"every image of a batch of {len(batch)} was unreadable")
+    images, labels = default_collate(kept)
+    return images, labels, len(batch) - len(kept)
+
+
+def pretrain_transform(img_size: int, mean, std, crop_min_scale: float = 0.2) -> Callable:
+    """MAE's pre-training augmentation: RandomResizedCrop (bicubic) + horizontal flip + normalise."""
+    return transforms.Compose([
+        transforms.RandomResizedCrop(img_size, scale=(crop_min_scale, 1.0), interpolation=InterpolationMode.BICUBIC),
+        transforms.RandomHorizontalFlip(),
+        transforms.ToTensor(),
+        transforms.Normalize(mean, std),
+    ])
+
+
+def eval_transform(img_size: int, mean, std, crop_ratio: float = 224 / 256) -> Callable:
+    """Evaluation preprocessing: resize to img_size / crop_ratio, centre crop, normalise (MAE's)."""
+    return transforms.Compose([
+        transforms.Resize(int(round(img_size / crop_ratio)), interpolation=InterpolationMode.BICUBIC),
+        transforms.CenterCrop(img_size),
+        transforms.ToTensor(),
+        transforms.Normalize(mean, std),
+    ])
+
+
+def build_dataset(kind: str, root: str | os.PathLike, train: bool, transform: Callable, in_chans: int = 3,
+                  limit: int = 0) -> Dataset:
+    """A dataset by kind: ``fashion-mnist``, ``imagefolder`` (``root/train``-style class folders) or ``images``.
+
+    For ``imagefolder``, ``root`` is the split folder itself (e.g. ``imagenet/train``).
+    """
+    mode = "L" if in_chans == 1 else "RGB"
+    if kind == "fashion-mnist":
+        dataset = FashionMNIST(root, train=train, transform=transform, limit=limit)
+    elif kind == "imagefolder":
+        if not Path(root).is_dir():
+            raise EmaeError(f"{root}: data folder not found")
+        try:
+            dataset = datasets.ImageFolder(root, transform=transform, loader=functools.partial(open_image, mode=mode))
+        except FileNotFoundError as e:
+            raise EmaeError(f"{root}: not a folder of class folders with images: {e}") from None
+    elif kind == "images":
+        dataset = ImageFiles(root, transform=transform, mode=mode)
+    else:
+        raise EmaeError(f"unknown dataset kind {kind!r}; choose fashion-mnist, imagefolder or images")
+    if limit and len(dataset) > limit and kind != "fashion-mnist":
+        dataset = torch.utils.data.Subset(dataset, range(limit))
+    return dataset

@@ -1,0 +1,366 @@
+"""``emae pretrain``: the pre-training engine.
+
+Composes the config, data, model, masks and losses with timm's AdamW and per-iteration cosine schedule,
+bf16 autocast where the device has it, DDP under ``torchrun``, atomic checkpoints and exact resume.
+
+Output folder: ``config.json``, ``checkpoint.pth`` (the latest, what ``--resume`` continues),
+``checkpoint-EPOCH.pth`` (every ``keep_every`` epochs), ``log.txt`` (one JSON line per logged step),
+``records.jsonl`` (the run's result record) and ``tb/`` (TensorBoard, when installed).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from timm.optim import create_optimizer_v2
+from timm.scheduler import CosineLRScheduler
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from emae.checkpoint import load_checkpoint, save_checkpoint
+from emae.config import PretrainConfig, add_config_arguments, explicit_values, resolve_config
+from emae.data import SkipBadImages, build_dataset, collate_counting_skipped, pretrain_transform
+from emae.distributed import DistInfo, all_reduce_mean, init_distributed
+from emae.errors import EmaeError
+from emae.losses import pixel_loss, pixel_targets, self_consistency_loss
+from emae.masking import make_part_masks, noise_shape
+from emae.models import MaskedAutoencoderViT, build_model
+from results.records import Record, append_records, provenance
+
+LAST = "checkpoint.pth"
+# what a resumed run may change: how it runs, not what it computes
+RESUME_OVERRIDES = {"epochs", "num_workers", "log_every", "save_every", "keep_every", "device", "skip_bad_images",
+                    "dist_timeout"}
+
+
+class NonFiniteLossError(EmaeError):
+    """The loss became NaN or infinite; the run stops and keeps its last good checkpoint."""
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise EmaeError("device 'cuda' asked for, but no CUDA device is available")
+    return torch.device(name)
+
+
+def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for an ``amp`` setting, or None for full precision."""
+    if amp == "auto":
+        use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return torch.bfloat16 if use_bf16 else None
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}[amp]
+
+
+def accumulation_steps(cfg: PretrainConfig, world_size: int) -> int:
+    per_step = cfg.batch_size * world_size
+    effective = cfg.effective_batch or per_step
+    if effective % per_step:
+        raise EmaeError(f"effective_batch={effective} is not a multiple of batch_size x processes = "
+                        f"{cfg.batch_size} x {world_size}")
+    return effective // per_step
+
+
+def learning_rate(cfg: PretrainConfig, world_size: int) -> float:
+    """The absolute lr: ``lr`` if given, else ``blr x effective batch / 256`` (MAE's rule)."""
+    return cfg.lr or cfg.blr * cfg.batch_size * world_size * accumulation_steps(cfg, world_size) / 256
+
+
+def flops_per_iteration(cfg: PretrainConfig, batch: int) -> int:
+    """FLOPs of one forward + backward of a batch, counted by torch's FLOP counter on the meta device."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        model = build_model(cfg.arch, cfg.img_size, cfg.in_chans)
+        imgs = torch.zeros(batch, cfg.in_chans, cfg.img_size, cfg.img_size)
+        noise = torch.zeros(noise_shape(cfg.method_spec.masking, batch, model.num_patches, cfg.parts))
+    masks = make_part_masks(cfg.method_spec.masking, noise, cfg.parts, cfg.mask_ratio)
+    with FlopCounterMode(display=False) as counter:
+        loss, _ = compute_loss(model, imgs, masks, cfg)
+        loss.backward()
+    return counter.get_total_flops()
+
+
+def compute_loss(model: torch.nn.Module, imgs: torch.Tensor, masks, cfg: PretrainConfig,
+                 amp_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The weighted loss of a batch and its detached terms. A term of weight 0 is computed without grad."""
+    with torch.autocast(imgs.device.type, dtype=amp_dtype) if amp_dtype else nullcontext():
+        pred = model(imgs, masks)
+    pred = pred.float()
+    w_pixel, w_consistency = cfg.loss_weights()
+    target = pixel_targets(imgs, cfg_patch_size(model), cfg.norm_pix_loss)
+    with nullcontext() if w_pixel else torch.no_grad():
+        pix = pixel_loss(pred, target, masks.mask)
+    with nullcontext() if w_consistency else torch.no_grad():
+        cons = self_consistency_loss(pred, masks.mask)
+    loss = w_pixel * pix + w_consistency * cons
+    return loss, {"pixel_loss": pix.detach(), "consistency_loss": cons.detach()}
+
+
+def cfg_patch_size(model: torch.nn.Module) -> int:
+    return (model.module if isinstance(model, DistributedDataParallel) else model).patch_size
+
+
+def rng_state(mask_generator: torch.Generator) -> dict:
+    """Every random state a resumed run needs, as tensors and plain values (loadable with weights_only)."""
+    np_state = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "mask": mask_generator.get_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict, mask_generator: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    np_state = state["numpy"]
+    np.random.set_state(("MT19937", np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
+                         np_state["has_gauss"], np_state["cached_gaussian"]))
+    mask_generator.set_state(state["mask"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class MetricsLog:
+    """``log.txt``: one JSON line per logged step (rank 0), plus TensorBoard scalars when installed."""
+
+    def __init__(self, out: Path, enabled: bool):
+        self.path = out / "log.txt"
+        self.enabled = enabled
+        self.writer = None
+        if enabled:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # TensorBoard is optional
+                SummaryWriter = None
+            if SummaryWriter is not None:
+                self.writer = SummaryWriter(str(out / "tb"))
+
+    def truncate_after(self, step: int) -> None:
+        """Drop lines of steps after ``step`` (written by a run that died before its next checkpoint)."""
+        if not self.enabled or not self.path.exists():
+            return
+        lines = [ln for ln in self.path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text("".join(ln + "\n" for ln in lines))
+        os.replace(tmp, self.path)
+
+    def write(self, entry: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(entry) + "\n")
+        if self.writer is not None:
+            for key, value in entry.items():
+                if key not in ("step", "epoch"):
+                    self.writer.add_scalar(f"train/{key}", value, entry["step"])
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def train(cfg: PretrainConfig, resume: str | os.PathLike | None = None) -> dict:
+    """Pre-train (or continue) a run; returns a summary (final loss, wall time, images/s, paths)."""
+    cfg.validate()
+    device = pick_device(cfg.device)
+    info = init_distributed(device.type, cfg.dist_timeout)
+    if device.type == "cuda":
+        device = torch.device("cuda", info.local_rank)
+    torch.manual_seed(cfg.seed + info.rank)
+    random.seed(cfg.seed + info.rank)
+    np.random.seed(cfg.seed + info.rank)
+    out = Path(cfg.output_dir)
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+
+    dataset = build_dataset(cfg.dataset, cfg.data, True, pretrain_transform(cfg.img_size, cfg.mean, cfg.std,
+                            cfg.crop_min_scale), cfg.in_chans, cfg.subset)
+    if cfg.skip_bad_images:
+        dataset = SkipBadImages(dataset)
+    sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True,
+                                 seed=cfg.seed, drop_last=True)
+    loader_generator = torch.Generator()
+    loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
+                        pin_memory=device.type == "cuda", drop_last=True, collate_fn=collate_counting_skipped,
+                        generator=loader_generator)
+    accum = accumulation_steps(cfg, info.world_size)
+    updates_per_epoch = len(loader) // accum
+    if updates_per_epoch == 0:
+        raise EmaeError(f"{cfg.data}: {len(dataset)} images are fewer than one effective batch of "
+                        f"{cfg.batch_size * info.world_size * accum}")
+
+    model: torch.nn.Module = build_model(cfg.arch, cfg.img_size, cfg.in_chans).to(device)
+    lr = learning_rate(cfg, info.world_size)
+    optimizer = create_optimizer_v2(model, "adamw", lr=lr, weight_decay=cfg.weight_decay, betas=tuple(cfg.betas))
+    warmup = cfg.warmup_epochs * updates_per_epoch
+    scheduler = CosineLRScheduler(optimizer, t_initial=max(cfg.epochs * updates_per_epoch - warmup, 1),
+                                  lr_min=cfg.min_lr, warmup_t=warmup, warmup_lr_init=0.0, warmup_prefix=True,
+                                  t_in_epochs=False)
+    amp_dtype = autocast_dtype(cfg.amp, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    mask_generator = torch.Generator(device=device).manual_seed(cfg.seed + info.rank)
+    log = MetricsLog(out, info.is_main)
+
+    start_epoch, step, wall_time = 0, 0, 0.0
+    if resume is not None:
+        ckpt = load_checkpoint(resume)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scaler.load_state_dict(ckpt["scaler"])
+        set_rng_state(ckpt["rng"], mask_generator)
+        start_epoch, step, wall_time = ckpt["epoch"], ckpt["step"], ckpt["wall_time_s"]
+        log.truncate_after(step)
+    if info.enabled:
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    flops = flops_per_iteration(cfg, cfg.batch_size * info.world_size * accum)
+    last_loss = math.nan
+    for epoch in range(start_epoch, cfg.epochs):
+        sampler.set_epoch(epoch)
+        loader_generator.manual_seed(cfg.seed * 100_003 + epoch)
+        started = time.perf_counter()
+        step, last_loss, throughput = train_one_epoch(model, loader, optimizer, scheduler, scaler, mask_generator,
+                                                      cfg, epoch, step, accum, amp_dtype, log, info, out)
+        wall_time += time.perf_counter() - started
+        done = epoch + 1
+        if info.is_main and (done % cfg.save_every == 0 or done == cfg.epochs
+                             or (cfg.keep_every and done % cfg.keep_every == 0)):
+            ckpt = {"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+                    "scaler": scaler.state_dict(), "epoch": done, "step": step, "wall_time_s": wall_time,
+                    "loss": last_loss, "rng": rng_state(mask_generator), "config": cfg.to_dict()}
+            save_checkpoint(ckpt, out / LAST)
+            if cfg.keep_every and done % cfg.keep_every == 0:
+                save_checkpoint(ckpt, out / f"checkpoint-{done:04d}.pth")
+    log.close()
+    summary = {"output_dir": str(out), "checkpoint": str(out / LAST), "epochs": cfg.epochs, "steps": step,
+               "wall_time_s": wall_time, "flops_per_iter": flops, "images_per_s": throughput if start_epoch <
+               cfg.epochs else math.nan}
+    if info.is_main and start_epoch < cfg.epochs:
+        summary["loss"] = last_loss
+        write_pretrain_record(cfg, out, summary, accum * cfg.batch_size * info.world_size)
+    return summary
+
+
+def unwrap(model: torch.nn.Module) -> MaskedAutoencoderViT:
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+def train_one_epoch(model, loader, optimizer, scheduler, scaler, mask_generator, cfg: PretrainConfig, epoch: int,
+                    step: int, accum: int, amp_dtype, log: MetricsLog, info: DistInfo, out: Path):
+    """One pass over the data; returns (optimizer steps so far, mean loss of the epoch, images/s)."""
+    device = next(model.parameters()).device
+    num_patches = unwrap(model).num_patches
+    strategy = cfg.method_spec.masking
+    epoch_loss, epoch_updates, images, started = 0.0, 0, 0, time.perf_counter()
+    terms = torch.zeros(3, device=device)  # loss, pixel, consistency of the current update
+    skipped = 0
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not info.is_main or None, leave=False)
+    for it, (imgs, _, n_skipped) in enumerate(bar):
+        if it >= len(loader) // accum * accum:
+            break
+        if it % accum == 0:
+            scheduler.step_update(step)
+        imgs = imgs.to(device, non_blocking=True)
+        noise = torch.rand(noise_shape(strategy, imgs.shape[0], num_patches, cfg.parts), generator=mask_generator,
+                           device=device)
+        masks = make_part_masks(strategy, noise, cfg.parts, cfg.mask_ratio)
+        sync = (it + 1) % accum == 0
+        with nullcontext() if sync or not isinstance(model, DistributedDataParallel) else model.no_sync():
+            loss, parts = compute_loss(model, imgs, masks, cfg, amp_dtype)
+            value = loss.item()
+            if not math.isfinite(value):
+                raise NonFiniteLossError(
+                    f"non-finite loss {value} at step {step + 1} (epoch {epoch + 1}); stopping. The last good "
+                    f"checkpoint is {out / LAST}" + ("" if (out / LAST).exists() else " (none written yet)"))
+            scaler.scale(loss / accum).backward()
+        terms += torch.stack([loss.detach(), parts["pixel_loss"], parts["consistency_loss"]]) / accum
+        images += imgs.shape[0] * info.world_size
+        skipped += n_skipped
+        if not sync:
+            continue
+        if cfg.clip_grad:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        mean_terms = all_reduce_mean(terms, info).tolist()
+        terms.zero_()
+        epoch_loss += mean_terms[0]
+        epoch_updates += 1
+        if step % cfg.log_every == 0:
+            elapsed = time.perf_counter() - started
+            entry = {"step": step, "epoch": epoch + 1, "loss": mean_terms[0], "pixel_loss": mean_terms[1],
+                     "consistency_loss": mean_terms[2], "lr": optimizer.param_groups[0]["lr"],
+                     "images_per_s": images / elapsed}
+            if skipped:
+                entry["skipped_images"] = skipped
+            log.write(entry)
+            bar.set_postfix(loss=f"{mean_terms[0]:.4f}", lr=f"{entry['lr']:.2e}")
+    return step, epoch_loss / max(epoch_updates, 1), images / (time.perf_counter() - started)
+
+
+def write_pretrain_record(cfg: PretrainConfig, out: Path, summary: dict, effective_batch: int) -> None:
+    extra = {"images_seen": summary["steps"] * effective_batch, "flops_per_iter": summary["flops_per_iter"],
+             "iterations": summary["steps"], "batch_size": effective_batch, "parts": cfg.num_parts(),
+             "images_per_s": summary["images_per_s"], "output_dir": str(out)}
+    record = Record(method=cfg.method, arch=cfg.arch, pretrain_epochs=cfg.epochs, pretrain_data=cfg.dataset
+                    if cfg.dataset == "fashion-mnist" else Path(cfg.data).name, protocol="pretrain", metric="loss",
+                    value=summary["loss"], dataset=cfg.dataset, seed=cfg.seed, extra=extra,
+                    **provenance(cfg.to_dict(), out / LAST, summary["wall_time_s"]))
+    append_records(out / "records.jsonl", [record])
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser)
+    parser.add_argument("--resume", nargs="?", const="auto", metavar="CHECKPOINT",
+                        help="continue a run: from CHECKPOINT, or (no value) from OUTPUT_DIR/checkpoint.pth")
+
+
+def resume_config(args: argparse.Namespace) -> tuple[PretrainConfig, Path]:
+    """The config of the run being resumed; explicit flags may change only how it runs (RESUME_OVERRIDES)."""
+    given = explicit_values(args)
+    if args.resume == "auto":
+        path = Path(given.get("output_dir") or resolve_config(args).output_dir) / LAST
+    else:
+        path = Path(args.resume)
+    ckpt = load_checkpoint(path)
+    if "config" not in ckpt:
+        raise EmaeError(f"{path}: has no 'config'; only checkpoints of emae pretrain can be resumed")
+    values = dict(ckpt["config"])
+    changed = {k: v for k, v in given.items() if k not in RESUME_OVERRIDES and k != "output_dir"
+               and PretrainConfig.from_dict({k: v}).to_dict()[k] != values.get(k)}
+    if changed:
+        raise EmaeError(f"{path}: cannot change {sorted(changed)} when resuming; only {sorted(RESUME_OVERRIDES)}")
+    values.update({k: v for k, v in given.items() if k in RESUME_OVERRIDES})
+    return PretrainConfig.from_dict(values, source=str(path)).validate(), path
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.resume:
+        cfg, path = resume_config(args)
+    else:
+        cfg, path = resolve_config(args), None
+    summary = train(cfg, resume=path)
+    print(json.dumps(summary, indent=2))
+    return 0

@@ -1,0 +1,163 @@
+"""The result record: one JSON object per measured number, shared by every command that measures.
+
+A record says what was measured (``protocol``, ``metric``, ``value``), on what (``method``, ``arch``,
+``pretrain_epochs``, ``pretrain_data``, ``dataset``, ``seed``) and how (provenance: ``command``,
+``config``, ``checkpoint_sha256``, ``git_commit``, ``hardware``, ``wall_time_s``, ``date``). Records are
+stored as JSON lines; :func:`read_records` validates every line and names the file, line and field of
+the first problem.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from emae.errors import EmaeError
+
+RECORDS_FILE = "records.jsonl"
+
+
+@dataclass(frozen=True)
+class Record:
+    method: str  # pre-training method: mae, emae, parallel, random-k, complementary, consistency, or another's name
+    arch: str  # encoder architecture, e.g. vit_base_patch16
+    pretrain_epochs: int
+    pretrain_data: str  # e.g. imagenet-1k, fashion-mnist
+    protocol: str  # pretrain, linprobe, finetune, knn, vitdet-mask-rcnn, upernet, consistency, ...
+    metric: str  # top1, top5, APb, APm, mIoU, loss, ...
+    value: float
+    dataset: str  # the data the metric was measured on
+    seed: int
+    checkpoint_sha256: str
+    command: str
+    config: dict
+    git_commit: str
+    hardware: str
+    wall_time_s: float
+    date: str  # ISO 8601
+    extra: dict = field(default_factory=dict)  # protocol-specific details (images seen, FLOPs, ...)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "method": (str,), "arch": (str,), "pretrain_epochs": (int,), "pretrain_data": (str,),
+    "protocol": (str,), "metric": (str,), "value": (int, float), "dataset": (str,), "seed": (int,),
+    "checkpoint_sha256": (str,), "command": (str,), "config": (dict,), "git_commit": (str,),
+    "hardware": (str,), "wall_time_s": (int, float), "date": (str,), "extra": (dict,),
+}
+_OPTIONAL = {"extra"}
+
+
+def record_from_dict(obj: Any, where: str) -> Record:
+    """Validate one decoded JSON object; ``where`` (``file:line``) prefixes every error."""
+    if not isinstance(obj, dict):
+        raise EmaeError(f"{where}: a record must be a JSON object, got {type(obj).__name__}")
+    unknown = sorted(set(obj) - set(_FIELD_TYPES))
+    if unknown:
+        raise EmaeError(f"{where}: unknown record field(s) {unknown}")
+    for name, types in _FIELD_TYPES.items():
+        if name not in obj:
+            if name in _OPTIONAL:
+                continue
+            raise EmaeError(f"{where}: record is missing the field '{name}'")
+        value = obj[name]
+        # bool is an int subclass; a true/false in a numeric field is a mistake
+        if isinstance(value, bool) or not isinstance(value, types):
+            want = " or ".join(t.__name__ for t in types)
+            raise EmaeError(f"{where}: field '{name}' must be {want}, got {type(value).__name__} {value!r}")
+    return Record(**obj)
+
+
+def read_records(path: str | os.PathLike) -> list[Record]:
+    """Read every record of a JSON-lines file, or of every ``*.jsonl`` file under a folder."""
+    path = Path(path)
+    if not path.exists():
+        raise EmaeError(f"{path}: no such records file or folder")
+    files = sorted(path.rglob("*.jsonl")) if path.is_dir() else [path]
+    records = []
+    for file in files:
+        with open(file, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                where = f"{file}:{lineno}"
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise EmaeError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+                records.append(record_from_dict(obj, where))
+    return records
+
+
+def append_records(path: str | os.PathLike, records: Iterable[Record]) -> None:
+    """Append records to a JSON-lines file as one write, flushed to disk (a crash leaves whole lines)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = "".join(r.to_json() + "\n" for r in records)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def git_commit() -> str:
+    """The commit of the suite's own checkout, with ``+dirty`` for uncommitted changes; ``unknown`` outside git."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("+dirty" if dirty else "")
+
+
+def hardware() -> str:
+    """A one-line description: GPU name(s) when CUDA is in use, else the CPU and its core count."""
+    import torch
+
+    if torch.cuda.is_available():
+        names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        return f"{len(names)}x {names[0]}"
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"CPU {cpu} ({os.cpu_count()} cores)"
+
+
+def provenance(config: dict, checkpoint: str | os.PathLike | None, wall_time_s: float) -> dict:
+    """The provenance fields of a record for a run of this process."""
+    return dict(
+        command=" ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
+        config=config,
+        checkpoint_sha256=sha256_file(checkpoint) if checkpoint else "",
+        git_commit=git_commit(),
+        hardware=hardware(),
+        wall_time_s=float(wall_time_s),
+        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    )
