@@ -34,7 +34,7 @@ from emae.errors import EmaeError
 from emae.losses import pixel_loss, pixel_targets, self_consistency_loss
 from emae.masking import make_part_masks, noise_shape
 from emae.models import MaskedAutoencoderViT, build_model
-from results.records import Record, append_records, provenance
+from results.records import Record, append_records, backbone_fields, provenance
 
 LAST = "checkpoint.pth"
 # what a resumed run may change: how it runs, not what it computes
@@ -324,8 +324,7 @@ def write_pretrain_record(cfg: PretrainConfig, out: Path, summary: dict, effecti
     extra = {"images_seen": summary["steps"] * effective_batch, "flops_per_iter": summary["flops_per_iter"],
              "iterations": summary["steps"], "batch_size": effective_batch, "parts": cfg.num_parts(),
              "images_per_s": summary["images_per_s"], "output_dir": str(out)}
-    record = Record(method=cfg.method, arch=cfg.arch, pretrain_epochs=cfg.epochs, pretrain_data=cfg.dataset
-                    if cfg.dataset == "fashion-mnist" else Path(cfg.data).name, protocol="pretrain", metric="loss",
+    record = Record(**backbone_fields(cfg.to_dict(), cfg.arch), protocol="pretrain", metric="loss",
                     value=summary["loss"], dataset=cfg.dataset, seed=cfg.seed, extra=extra,
                     **provenance(cfg.to_dict(), out / LAST, summary["wall_time_s"]))
     append_records(out / "records.jsonl", [record])

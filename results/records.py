@@ -161,3 +161,19 @@ def provenance(config: dict, checkpoint: str | os.PathLike | None, wall_time_s: 
         wall_time_s=float(wall_time_s),
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     )
+
+
+def backbone_fields(config: dict | None, arch: str, overrides: dict | None = None) -> dict:
+    """The pre-training fields of a record (method, arch, pretrain_epochs, pretrain_data) for a backbone.
+
+    ``config`` is the pre-training config stored in our checkpoints and exports (None for an official
+    MAE or timm checkpoint: then the method is ``mae`` and the epochs ``-1`` (unknown) unless
+    ``overrides`` say otherwise). ``arch`` names the encoder when the config does not.
+    """
+    fields = {"method": "mae", "arch": arch, "pretrain_epochs": -1, "pretrain_data": "unknown"}
+    if config:
+        fields.update(method=config["method"], arch=config["arch"], pretrain_epochs=config["epochs"],
+                      pretrain_data=config["dataset"] if config["dataset"] == "fashion-mnist"
+                      else Path(config["data"]).name)
+    fields.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return fields
