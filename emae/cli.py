@@ -20,6 +20,9 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("eval", "knn"): ("evaluation.knn", "weighted kNN on frozen features"),
     ("eval", "detect"): ("detection.cli", "ViTDet / ViT-FPN Mask R-CNN on detectron2"),
     ("eval", "segment"): ("segmentation.cli", "UperNet on mmsegmentation"),
+    ("eval", "consistency"): ("evaluation.consistency", "agreement of predictions across random masks"),
+    ("eval", "reconstruction"): ("evaluation.reconstruction", "SSIM / LPIPS / FID and classification of reconstructions"),
+    ("visualize",): ("emae.visualize", "reconstruction grids over several mask seeds (Figures 1, 4)"),
     ("report",): ("results.report", "rebuild the paper's tables with our records"),
 }
 

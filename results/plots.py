@@ -26,7 +26,11 @@ def plot_epochs(table: Table, path: str | Path) -> Path:
     for ax, source in zip(axes, sources):
         for i, row in frame[frame["Source"] == source].iterrows():
             points = [(int(e), row[e]) for e in table.value_columns if pd.notna(row[e])]
-            ax.plot(*zip(*points), marker="o", color=COLORS.get(table.method[i]), label=row["Method"],
+            method = table.method[i]
+            label = row["Method"]  # the paper's row names (baseline, ...) as method names
+            if method in table.spec.labels:
+                label = label.replace(table.spec.labels[method], METHOD_NAMES.get(method, method), 1)
+            ax.plot(*zip(*points), marker="o", color=COLORS.get(method), label=label,
                     linestyle="-" if source == PAPER else "--")
         ax.set_title("paper: ImageNet-1K, ViT-B" if source == PAPER else "ours")
         ax.set_xlabel("pre-training epochs")
