@@ -117,6 +117,25 @@ def split_encoder(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str
     return encoder, dropped
 
 
+def load_mae_state(model: torch.nn.Module, state: dict[str, Tensor], path: str | os.PathLike) -> list[str]:
+    """Load an official-layout MAE state dict (full, or encoder-only) into a ``MaskedAutoencoderViT``.
+
+    Returns the decoder keys the file lacks (an encoder-only checkpoint); any other missing key, any
+    unexpected key and any shape mismatch is an error naming the keys.
+    """
+    own = model.state_dict()
+    unexpected = sorted(set(state) - set(own))
+    mismatched = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+                  for k in state if k in own and state[k].shape != own[k].shape]
+    missing = sorted(set(own) - set(state))
+    missing_encoder = [k for k in missing if not k.startswith(DECODER_PREFIXES)]
+    if unexpected or mismatched or missing_encoder:
+        raise EmaeError(f"{path}: does not fit the model: unexpected keys {unexpected[:8]}, missing encoder keys "
+                        f"{missing_encoder[:8]}, shape mismatches {mismatched[:8]}")
+    model.load_state_dict(state, strict=False)
+    return missing
+
+
 @dataclass(frozen=True)
 class EncoderInfo:
     """What a downstream framework needs to build the ViT that an encoder state dict fits."""

@@ -46,7 +46,7 @@ def _speedups(runs: pd.DataFrame) -> pd.Series:
         mae = group[(group["method"] == "mae") & (group["variant"] == "") & group["top1"].notna()]
         if mae.empty:
             continue
-        ref = mae.sort_values("pretrain_epochs").iloc[-1]
+        ref = mae.sort_values("pretrain_epochs", na_position="first").iloc[-1]
         speedup[ref.name] = 1.0
         reached = group[(group["method"] != "mae") & (group["top1"] >= ref["top1"])]
         speedup[reached.index] = ref["wall_time_h"] / reached["wall_time_h"]
@@ -66,6 +66,10 @@ def cost_frame(ours: pd.DataFrame) -> pd.DataFrame:
         flops_per_iter=("flops_per_iter", "mean"), wall_time_h=("wall_time_h", "mean"),
         hardware=("hardware", lambda h: "; ".join(sorted(set(h)))))
     runs = runs.join(_accuracy(ours)).reset_index()
+    order = list(METHOD_NAMES)
+    rank = runs["method"].map(lambda m: order.index(m) if m in order else len(order))
+    runs = runs.assign(rank=rank).sort_values(["pretrain_data", "arch", "rank", "method", "variant", "pretrain_epochs"])
+    runs = runs.drop(columns="rank").reset_index(drop=True)
     return runs.assign(speedup=_speedups(runs))
 
 
@@ -77,7 +81,7 @@ def cost_table(cost: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for _, run in cost.iterrows():
         name = METHOD_NAMES.get(run["method"], run["method"]) + (f" ({run['variant']})" if run["variant"] else "")
-        rows.append([name, run["arch"], run["pretrain_data"], str(run["pretrain_epochs"]), str(run["seeds"]),
+        rows.append([name, run["arch"], run["pretrain_data"], num(run["pretrain_epochs"], "d"), str(run["seeds"]),
                      num(run["iterations"], ",.0f"), num(run["images_seen"], ",.0f"),
                      num(run["flops_per_iter"] / 1e9, ",.1f"), num(run["wall_time_h"], ".2f"), run["hardware"],
                      num(run["top1"], ".1f"), "-" if pd.isna(run["protocol"]) else run["protocol"],

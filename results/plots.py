@@ -1,6 +1,7 @@
 """The report's figures: 640 x 480 pixel PNGs (6.4 x 4.8 in at 100 dpi), drawn without pyplot's global state."""
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pandas as pd
@@ -17,25 +18,36 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
+def _key(setting: pd.Series) -> tuple[str, str]:
+    return setting["pretrain_data"].lower(), setting["arch"]
+
+
 def plot_epochs(table: Table, path: str | Path) -> Path:
-    """Table XII: linear-probe top-1 against pre-training epochs, the paper's rows and, in a second panel, ours."""
-    frame = table.frame
-    sources = [s for s in (PAPER, OURS) if (frame["Source"] == s).any()]
+    """Table XII: linear-probe top-1 against pre-training epochs.
+
+    The first panel holds the paper's rows (solid) and ours of the same pre-training data and architecture
+    (dashed); each other pre-training data and architecture of ours gets a panel of its own.
+    """
+    frame, setting = table.frame, table.setting
+    paper_key = _key(setting[frame["Source"] == PAPER].iloc[0])
+    keys = [paper_key] + sorted({_key(s) for _, s in setting.iterrows()} - {paper_key})
+    titles = {}  # the data and architecture as the first row of a panel names them, the paper's first
+    for _, s in setting.iterrows():
+        titles.setdefault(_key(s), f"{s['pretrain_data']}, {s['arch']}")
     fig = Figure(figsize=SIZE_IN, dpi=DPI, layout="constrained")
-    axes = fig.subplots(1, len(sources), squeeze=False)[0]
-    for ax, source in zip(axes, sources):
-        for i, row in frame[frame["Source"] == source].iterrows():
-            points = [(int(e), row[e]) for e in table.value_columns if pd.notna(row[e])]
-            method = table.method[i]
-            label = row["Method"]  # the paper's row names (baseline, ...) as method names
-            if method in table.spec.labels:
-                label = label.replace(table.spec.labels[method], METHOD_NAMES.get(method, method), 1)
-            ax.plot(*zip(*points), marker="o", color=COLORS.get(method), label=label,
-                    linestyle="-" if source == PAPER else "--")
-        ax.set_title("paper: ImageNet-1K, ViT-B" if source == PAPER else "ours")
+    axes = fig.subplots(1, len(keys), squeeze=False)[0]
+    for ax, key in zip(axes, keys):
+        variant_colors = itertools.cycle(f"C{n}" for n in range(6, 10))
+        for i in frame.index[[_key(s) == key for _, s in setting.iterrows()]]:
+            method, variant, ours = setting.at[i, "method"], setting.at[i, "variant"], frame.at[i, "Source"] == OURS
+            label = " ".join(filter(None, [METHOD_NAMES.get(method, method), variant, "(ours)" if ours else ""]))
+            points = [(int(e), frame.at[i, e]) for e in table.value_columns if pd.notna(frame.at[i, e])]
+            color = next(variant_colors) if variant else COLORS.get(method)
+            ax.plot(*zip(*points), marker="o", color=color, label=label, linestyle="--" if ours else "-")
+        ax.set_title(("paper: " if key == paper_key else "ours: ") + titles[key], fontsize="medium")
         ax.set_xlabel("pre-training epochs")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
+        ax.legend(fontsize="x-small")
     axes[0].set_ylabel("linear probing top-1 (%)")
     return _save(fig, Path(path))
 

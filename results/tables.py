@@ -30,8 +30,11 @@ METHOD_NAMES = {"mae": "MAE", "emae": "EMAE", "parallel": "parallel mask", "rand
                 "complementary": "complementary mask", "consistency": "pure self-consistency"}
 PROTOCOL_SUFFIXES = {"linprobe": ", linear probing", "finetune": ", fine-tuning", "knn": ", k-NN",
                      "vitdet-cascade-mask-rcnn": " + cascade"}
+DATA_ALIASES = {"imagenet": "imagenet-1k", "imagenet1k": "imagenet-1k", "in1k": "imagenet-1k",
+                "ilsvrc2012": "imagenet-1k"}  # other names records may give ImageNet-1K
 DEFAULT_PARTS, DEFAULT_MASK_RATIO = 4, 0.75
 PAPER, OURS = "paper", "ours"
+SETTING_FIELDS = ("method", "arch", "pretrain_data", "variant")
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,7 @@ class TableSpec:
     columns: tuple[Column, ...]
     by_epochs: bool = False
     group: bool = False  # a first column "Group" holds the paper's section labels
-    methods: tuple[str, ...] | None = None  # our records' methods shown, in row order; None: all
+    methods: tuple[str, ...] | None = None  # our records' methods shown, in row order; None: all, (): none
     labels: dict[str, str] = field(default_factory=dict)  # our row label per method, over METHOD_NAMES
     pretrain_data: str | None = None  # only our records pre-trained on this data
     pretrain_epochs: int | None = None  # only our records pre-trained this long
@@ -120,7 +123,8 @@ SPECS: tuple[TableSpec, ...] = (
               index=(_METHOD,), columns=(_LP,), by_epochs=True, methods=("mae", "parallel", "emae"),
               labels={"mae": "baseline", "parallel": "+ parallel mask strategy", "emae": "++ self-consistency"}),
     TableSpec("XIII", "EMAE pre-trained for 1600 epochs, ViT-B",
-              index=(("Metrics", "label"), _DATA, _EPOCHS), columns=(Column("Top-1", ("linprobe", "finetune"), "top1"),),
+              index=(("Metrics", "label"), _DATA, _EPOCHS),
+              columns=(Column("Top-1", ("linprobe", "finetune"), "top1"),),
               methods=("emae",), pretrain_epochs=1600),
     TableSpec("XIV", "Number of parts K of EMAE against MAE at the same mask ratio 1 - 1/K, linear probing top-1 (%)",
               index=(_METHOD,), columns=(_LP,), by_epochs=True, methods=("mae", "emae")),
@@ -171,8 +175,10 @@ def variant_of(record: Record) -> str:
 
 
 def records_frame(records: list[Record]) -> pd.DataFrame:
-    """Our records as cells, architectures under the paper's names; the latest record of a seed replaces earlier ones."""
-    rows = [dict(method=r.method, arch=ARCH_NAMES.get(r.arch, r.arch), pretrain_epochs=r.pretrain_epochs,
+    """Our records as cells, architectures under the paper's names, unknown (negative) epochs as NA; a seed's
+    latest record replaces earlier ones."""
+    rows = [dict(method=r.method, arch=ARCH_NAMES.get(r.arch, r.arch),
+                 pretrain_epochs=r.pretrain_epochs if r.pretrain_epochs >= 0 else None,
                  pretrain_data=r.pretrain_data, variant=variant_of(r), protocol=r.protocol, metric=r.metric,
                  dataset=r.dataset, value=float(r.value), seed=r.seed, date=r.date, hardware=r.hardware,
                  wall_time_s=float(r.wall_time_s), extra=r.extra) for r in records]
@@ -189,15 +195,15 @@ class Table:
     """One built table: ``frame`` holds the index columns, the values (means over seeds) and each row's
     ``Source`` (paper or ours); ``std``, ``count`` and ``delta`` hold, per value cell, the standard deviation
     over seeds (sample, ``ddof=1``), the number of seeds and the difference to the matching published cell;
-    ``method`` is each row's method (``mae``, ``emae``, ...) and ``notes`` are the reference data's notes on
-    the paper's rows."""
+    ``setting`` is each row's method, architecture, pre-training data and variant, and ``notes`` are the
+    reference data's notes on the paper's rows."""
 
     spec: TableSpec
     frame: pd.DataFrame
     std: pd.DataFrame
     count: pd.DataFrame
     delta: pd.DataFrame
-    method: pd.Series
+    setting: pd.DataFrame
     notes: list[str]
 
     @property
@@ -227,13 +233,14 @@ class Table:
         return out.astype(str)
 
     def to_csv_frame(self) -> pd.DataFrame:
-        """The numbers, with ``std``, ``n`` and ``delta`` columns for the value columns where we have rows."""
+        """The numbers; with our rows, a ``std``, ``n`` and ``delta`` column follows for each value column."""
         out = self.frame.copy()
+        if not (self.frame["Source"] == OURS).any():
+            return out
         for header in self.value_columns:
-            if (self.frame["Source"] == OURS).any():
-                out[f"{header} std"] = self.std[header]
-                out[f"{header} n"] = self.count[header]
-                out[f"{header} delta"] = self.delta[header]
+            out[f"{header} std"] = self.std[header]
+            out[f"{header} n"] = self.count[header]
+            out[f"{header} delta"] = self.delta[header]
         return out
 
 
@@ -252,7 +259,8 @@ def _header(spec: TableSpec, cell: pd.Series) -> str | None:
 
 
 def _row_fields(spec: TableSpec) -> list[str]:
-    """The fields that make one of our rows: the setting, less what the columns already tell apart."""
+    """The fields that make one of our rows: the setting, less what the columns already tell apart. The
+    evaluation data is not one of them unless the table shows it: a table's cells share theirs."""
     fields = ["method", "arch", "pretrain_data", "variant"]
     if not spec.by_epochs:
         fields.append("pretrain_epochs")
@@ -285,8 +293,10 @@ def _accepts(spec: TableSpec, ours: pd.DataFrame) -> pd.Series:
     return keep
 
 
-def _norm(text: str) -> str:
-    return text.lower().replace(" ", "")
+def _norm(data: str) -> str:
+    """Pre-training data in one spelling: lower case, no spaces, ImageNet-1K's aliases resolved."""
+    data = data.lower().replace(" ", "")
+    return DATA_ALIASES.get(data, data)
 
 
 def _published(paper: pd.DataFrame, cell: dict) -> float:
@@ -317,7 +327,7 @@ def _paper_rows(spec: TableSpec, paper: pd.DataFrame) -> list[dict]:
                 raise EmaeError(f"Table {spec.name} row {row_no}: the reference cell {cell['protocol']}/"
                                 f"{cell['metric']} has no place of its own in the table's columns")
             row[header] = cell["value"]
-        rows.append(dict(row, Source=PAPER, method=first["method"]))
+        rows.append(dict(row, Source=PAPER, **{f"setting.{f}": first[f] for f in SETTING_FIELDS}))
     return rows
 
 
@@ -349,9 +359,10 @@ def _our_rows(spec: TableSpec, paper: pd.DataFrame, ours: pd.DataFrame) -> list[
             cell = dict(key, protocol=protocol, metric=metric, pretrain_epochs=same["pretrain_epochs"].iloc[0])
             row[header] = same["value"].mean()
             stat[header] = (same["value"].std(), len(same), row[header] - _published(paper, cell))
-        order = (_method_rank(spec, key["method"]), key["arch"], key["pretrain_data"], key["variant"],
-                 key.get("protocol", ""), key.get("pretrain_epochs", 0))
-        built.append((order, dict(row, Source=OURS, method=key["method"]), stat))
+        epochs = key.get("pretrain_epochs", -1)
+        order = (_norm(key["pretrain_data"]), key["arch"], _method_rank(spec, key["method"]), key["variant"],
+                 key.get("protocol", ""), -1 if pd.isna(epochs) else epochs)
+        built.append((order, dict(row, Source=OURS, **{f"setting.{f}": key[f] for f in SETTING_FIELDS}), stat))
     return [(row, stat) for _, row, stat in sorted(built, key=lambda b: b[0])]
 
 
@@ -368,7 +379,7 @@ def build_table(spec: TableSpec, reference: pd.DataFrame, ours: pd.DataFrame | N
             stats.append(stat)
 
     frame = pd.DataFrame(rows)
-    method = frame.pop("method")
+    setting = pd.DataFrame({f: frame.pop(f"setting.{f}") for f in SETTING_FIELDS})
     headers = _value_headers(spec, frame)
     index_headers = (["Group"] if spec.group else []) + [h for h, _ in spec.index]
     frame = frame.reindex(columns=index_headers + headers + ["Source"])
@@ -380,7 +391,7 @@ def build_table(spec: TableSpec, reference: pd.DataFrame, ours: pd.DataFrame | N
 
     std, delta = per_cell(0), per_cell(2)
     count = per_cell(1).fillna(frame[headers].notna().astype(float))  # a published cell is one measurement
-    return Table(spec, frame, std, count.astype(int), delta, method, _notes(paper))
+    return Table(spec, frame, std, count.astype(int), delta, setting, _notes(paper))
 
 
 def _value_headers(spec: TableSpec, frame: pd.DataFrame) -> list[str]:

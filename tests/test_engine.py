@@ -1,0 +1,128 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from emae import engine
+from emae.checkpoint import load_checkpoint
+from emae.cli import main as cli_main
+from emae.config import PretrainConfig
+from emae.engine import train
+from results.records import read_records
+
+
+def small(tmp_path, **kw) -> PretrainConfig:
+    values = dict(subset=256, epochs=2, warmup_epochs=1, batch_size=64, num_workers=0, blr=1e-3,
+                  output_dir=str(tmp_path))
+    values.update(kw)
+    return PretrainConfig(**values)
+
+
+def losses(out) -> list[float]:
+    return [json.loads(line)["loss"] for line in (Path(out) / "log.txt").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("method", ["mae", "emae", "random-k", "complementary", "consistency", "parallel"])
+def test_short_pretraining_on_fashion_mnist(tmp_path, method):
+    summary = train(small(tmp_path, method=method, epochs=1, warmup_epochs=0))
+    out = Path(tmp_path)
+    log = [json.loads(line) for line in (out / "log.txt").read_text().splitlines()]
+    assert [e["step"] for e in log] == [1, 2, 3, 4]
+    assert all(torch.isfinite(torch.tensor(e["loss"])) for e in log)
+    if method in ("mae", "random-k", "complementary", "parallel"):
+        assert all(e["loss"] == pytest.approx(e["pixel_loss"]) for e in log)
+    if method == "consistency":
+        assert all(e["loss"] == pytest.approx(e["consistency_loss"]) for e in log)
+    ckpt = load_checkpoint(out / "checkpoint.pth")
+    assert {"model", "optimizer", "scaler", "epoch", "step", "rng", "config"} <= set(ckpt)
+    assert ckpt["epoch"] == 1 and ckpt["step"] == 4 and ckpt["config"]["method"] == method
+    assert json.loads((out / "config.json").read_text())["method"] == method
+    (record,) = read_records(out / "records.jsonl")
+    assert record.protocol == "pretrain" and record.method == method
+    assert record.extra["images_seen"] == 256 and record.extra["flops_per_iter"] == summary["flops_per_iter"] > 0
+
+
+def test_emae_loss_decreases(tmp_path):
+    train(small(tmp_path, subset=512, epochs=3, warmup_epochs=1))
+    log = losses(tmp_path)
+    assert sum(log[-3:]) / 3 < sum(log[:3]) / 3
+
+
+def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_path):
+    full, part = tmp_path / "full", tmp_path / "part"
+    train(small(full, epochs=3))
+    train(small(part, epochs=1))
+    before = losses(part)
+    train(small(part, epochs=3), resume=part / "checkpoint.pth")
+    assert losses(part)[: len(before)] == before
+    assert losses(part) == losses(full)
+    a, b = load_checkpoint(full / "checkpoint.pth"), load_checkpoint(part / "checkpoint.pth")
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+def test_gradient_accumulation_reaches_the_effective_batch(tmp_path):
+    train(small(tmp_path, batch_size=32, effective_batch=128, epochs=1, warmup_epochs=0))
+    ckpt = load_checkpoint(tmp_path / "checkpoint.pth")
+    assert ckpt["step"] == 2  # 256 images / 128 per optimiser step
+    records = read_records(tmp_path / "records.jsonl")
+    assert records[0].extra["batch_size"] == 128
+
+
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(tmp_path, monkeypatch):
+    train(small(tmp_path, epochs=1))
+    good = load_checkpoint(tmp_path / "checkpoint.pth")
+    real = engine.pixel_loss
+    calls = {"n": 0}
+
+    def poisoned(pred, *args):
+        calls["n"] += pred.device.type != "meta"  # the FLOP count runs the loss once on the meta device
+        return real(pred, *args) * (float("nan") if calls["n"] == 3 else 1.0)
+
+    monkeypatch.setattr(engine, "pixel_loss", poisoned)
+    with pytest.raises(engine.NonFiniteLossError, match=r"non-finite loss nan at step 7 \(epoch 2\)"):
+        train(small(tmp_path, epochs=2), resume=tmp_path / "checkpoint.pth")
+    kept = load_checkpoint(tmp_path / "checkpoint.pth")
+    assert kept["step"] == good["step"] == 4
+    assert all(torch.equal(good["model"][k], kept["model"][k]) for k in good["model"])
+
+
+def run_cli(*args) -> tuple[int, str]:
+    result = subprocess.run([sys.executable, "-m", "emae", *args], capture_output=True, text=True, timeout=300)
+    return result.returncode, result.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--data", "/nonexistent/fmnist"], "error: /nonexistent/fmnist: data folder not found"),
+    (["--parts", "3"], "error: parts K=3 must be >= 2 and divide the number of patches N=64"),
+    (["--img-size", "30"], "error: img_size=30 is not divisible by the patch size 4 of vit_tiny_fmnist"),
+    (["--preset", "imagenet-vit-q"], "error: unknown preset 'imagenet-vit-q'"),
+    (["--method", "beit"], "error: unknown method 'beit'"),
+])
+def test_bad_input_gets_one_clear_error(tmp_path, capsys, args, message):
+    code = cli_main(["pretrain", "--output-dir", str(tmp_path), *args])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith(message) and len(err.strip().splitlines()) == 1
+
+
+def test_resume_refuses_to_change_what_the_run_computes(tmp_path, capsys):
+    train(small(tmp_path, epochs=1))
+    code = cli_main(["pretrain", "--output-dir", str(tmp_path), "--resume", "--method", "mae"])
+    assert code == 2 and "cannot change ['method'] when resuming" in capsys.readouterr().err
+
+
+def test_two_process_ddp_run_on_cpu(tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+           "-m", "emae", "pretrain", "--subset", "256", "--batch-size", "32", "--epochs", "1",
+           "--warmup-epochs", "0", "--num-workers", "0", "--output-dir", str(tmp_path)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ckpt = load_checkpoint(tmp_path / "checkpoint.pth")
+    assert ckpt["step"] == 4  # 256 images / (2 processes x 32)
+    (record,) = read_records(tmp_path / "records.jsonl")  # written once, by rank 0
+    assert record.extra["batch_size"] == 64
