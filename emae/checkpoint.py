@@ -48,7 +48,7 @@ def save_checkpoint(obj: dict, path: str | os.PathLike) -> None:
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load a ``.pth``/``.pt``/``.bin`` file with ``weights_only=True``, or a ``.safetensors`` file.
 
-    A safetensors file is returned as ``{"model": tensors}`` plus ``config`` when its metadata has one.
+    A safetensors file is returned as ``{"model": tensors}`` plus its metadata entries (``config``, ...).
     """
     path = Path(path)
     if not path.is_file():
@@ -80,20 +80,23 @@ def _load_safetensors(path: Path) -> dict[str, Any]:
     except (SafetensorError, OSError) as e:
         raise EmaeError(f"{path}: not a readable safetensors file (truncated or corrupt): {e}") from None
     obj: dict[str, Any] = {"model": tensors}
-    if "config" in metadata:
-        obj["config"] = json.loads(metadata["config"])
+    for key, text in metadata.items():
+        try:
+            obj[key] = json.loads(text)
+        except json.JSONDecodeError:
+            raise EmaeError(f"{path}: metadata '{key}' is not JSON") from None
     return obj
 
 
-def save_safetensors(tensors: dict[str, Tensor], path: str | os.PathLike, config: dict | None = None) -> None:
-    """Write tensors (and a JSON config in the metadata) as safetensors, atomically."""
+def save_safetensors(tensors: dict[str, Tensor], path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> None:
+    """Write tensors as safetensors atomically, with each metadata value stored as JSON under its key."""
     from safetensors.torch import save_file
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    metadata = {"config": json.dumps(config)} if config is not None else None
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp),
+              metadata={k: json.dumps(v) for k, v in (metadata or {}).items()})
     os.replace(tmp, path)
 
 
@@ -180,12 +183,16 @@ def encoder_info(encoder: dict[str, Tensor], path: str | os.PathLike, num_heads:
 def load_encoder(path: str | os.PathLike) -> tuple[dict[str, Tensor], EncoderInfo, dict | None]:
     """Read any supported checkpoint's encoder: (encoder state, its shape, our config if present).
 
-    The number of heads comes from our config's architecture when the checkpoint has one.
+    The number of heads comes from our config's architecture, or the ``encoder`` entry of an exported
+    file, when the checkpoint has one.
     """
     from emae.models import get_arch
 
     obj = load_checkpoint(path)
     encoder, _ = split_encoder(model_state(obj, path))
     config = obj.get("config") if isinstance(obj.get("config"), dict) else None
-    heads = get_arch(config["arch"]).num_heads if config and "arch" in config else None
+    if config and "arch" in config:
+        heads = get_arch(config["arch"]).num_heads
+    else:
+        heads = obj["encoder"]["num_heads"] if isinstance(obj.get("encoder"), dict) else None
     return encoder, encoder_info(encoder, path, heads), config

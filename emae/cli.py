@@ -19,7 +19,9 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("eval", "finetune"): ("evaluation.finetune", "end-to-end fine-tuning (MAE recipe)"),
     ("eval", "knn"): ("evaluation.knn", "weighted kNN on frozen features"),
     ("eval", "detect"): ("detection.cli", "ViTDet / ViT-FPN Mask R-CNN on detectron2"),
+    ("data", "detection"): ("detection.synthetic", "write the Fashion-MNIST scenes detection dataset (COCO format)"),
     ("eval", "segment"): ("segmentation.cli", "UperNet on mmsegmentation"),
+    ("data", "segmentation"): ("segmentation.synthetic", "generate Fashion-MNIST scenes in ADE20K's layout"),
     ("eval", "consistency"): ("evaluation.consistency", "agreement of predictions across random masks"),
     ("eval", "reconstruction"): ("evaluation.reconstruction", "SSIM / LPIPS / FID and classification of reconstructions"),
     ("visualize",): ("emae.visualize", "reconstruction grids over several mask seeds (Figures 1, 4)"),
@@ -54,8 +56,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return module.main(args) or 0
     except EmaeError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {user_message(e)}", file=sys.stderr)
         return 2
+
+
+def user_message(error: EmaeError) -> str:
+    """The error's own message; for one raised in a DataLoader worker (which the loader re-raises with the
+    worker's traceback in the text), the original message alone."""
+    text = str(error)
+    if "Original Traceback" in text:
+        last = text.strip().splitlines()[-1]
+        return last.split(": ", 1)[1] if ": " in last else last
+    return text
 
 
 if __name__ == "__main__":

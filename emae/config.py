@@ -37,6 +37,7 @@ class PretrainConfig:
     # data
     dataset: str = "fashion-mnist"  # fashion-mnist, imagefolder (class folders), images (any image tree)
     data: str = FASHION_MNIST_DIR
+    data_name: str = "fashion-mnist"  # the pre-training data's name in result records (imagenet-1k, coco, ...)
     subset: int = 0  # use only the first N training images (0: all)
     crop_min_scale: float = 0.2
     mean: tuple[float, ...] = (0.2860,)
@@ -124,8 +125,8 @@ class PretrainConfig:
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-_IMAGENET_DATA = dict(dataset="imagefolder", img_size=224, in_chans=3, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                      num_workers=10, batch_size=64, effective_batch=4096, blr=1.5e-4, warmup_epochs=40,
+_IMAGENET_DATA = dict(dataset="imagefolder", data_name="imagenet-1k", img_size=224, in_chans=3, mean=IMAGENET_MEAN,
+                      std=IMAGENET_STD, num_workers=10, batch_size=64, effective_batch=4096, blr=1.5e-4, warmup_epochs=40,
                       save_every=1, keep_every=100, log_every=20)
 
 PRESETS: dict[str, dict] = {
@@ -139,9 +140,10 @@ PRESETS: dict[str, dict] = {
     "imagenet-vit-s": dict(_IMAGENET_DATA, arch="vit_small_patch16", data="data/imagenet/train", epochs=300),
     # COCO train2017 and OpenImages as unlabelled image trees (Tables VIII, IX)
     "coco-vit-b": dict(_IMAGENET_DATA, arch="vit_base_patch16", dataset="images", data="data/coco/train2017",
+                       data_name="coco",
                        epochs=1000, keep_every=1000),
     "openimages-vit-b": dict(_IMAGENET_DATA, arch="vit_base_patch16", dataset="images",
-                             data="data/openimages/train", epochs=800),
+                             data="data/openimages/train", data_name="openimages", epochs=800),
 }
 
 

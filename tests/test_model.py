@@ -1,6 +1,8 @@
 import pytest
 import torch
 
+from benchmarks.reference_mae import reference_forward, reference_loss
+
 from emae.checkpoint import load_mae_state
 from emae.errors import EmaeError
 from emae.losses import pixel_loss, pixel_targets
@@ -62,41 +64,12 @@ def small_model(**kw):
                                 decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2, **kw)
 
 
-def official_forward_loss(model, imgs, noise, mask_ratio):
-    """MAE's published forward, written in its own style (gather/repeat, cat mask tokens, unshuffle)."""
-    x = model.patch_embed(imgs) + model.pos_embed[:, 1:, :]
-    n, length, d = x.shape
-    len_keep = int(length * (1 - mask_ratio))
-    ids_shuffle = torch.argsort(noise, dim=1)
-    ids_restore = torch.argsort(ids_shuffle, dim=1)
-    ids_keep = ids_shuffle[:, :len_keep]
-    x = torch.gather(x, 1, ids_keep.unsqueeze(-1).repeat(1, 1, d))
-    mask = torch.ones(n, length)
-    mask[:, :len_keep] = 0
-    mask = torch.gather(mask, 1, ids_restore)
-    cls = (model.cls_token + model.pos_embed[:, :1, :]).expand(n, -1, -1)
-    x = torch.cat([cls, x], dim=1)
-    for blk in model.blocks:
-        x = blk(x)
-    x = model.norm(x)
-    x = model.decoder_embed(x)
-    mask_tokens = model.mask_token.repeat(n, ids_restore.shape[1] + 1 - x.shape[1], 1)
-    x_ = torch.cat([x[:, 1:, :], mask_tokens], dim=1)
-    x_ = torch.gather(x_, 1, ids_restore.unsqueeze(-1).repeat(1, 1, x.shape[2]))
-    x = torch.cat([x[:, :1, :], x_], dim=1) + model.decoder_pos_embed
-    for blk in model.decoder_blocks:
-        x = blk(x)
-    pred = model.decoder_pred(model.decoder_norm(x))[:, 1:, :]
-    target = pixel_targets(imgs, model.patch_size, norm_pix=True)
-    loss = ((pred - target) ** 2).mean(dim=-1)
-    return (loss * mask).sum() / mask.sum(), pred
-
-
 def test_mae_loss_equals_the_official_formula():
     model = small_model().eval()
     imgs = torch.randn(3, 3, 16, 16)
     noise = torch.rand(3, 16)
-    expected, expected_pred = official_forward_loss(model, imgs, noise, 0.75)
+    expected_pred, _ = reference_forward(model, imgs, noise, 0.75)
+    expected = reference_loss(model, imgs, noise, 0.75)
     masks = random_masking(noise, 0.75)
     pred = model(imgs, masks)
     assert torch.allclose(pred[:, 0], expected_pred, atol=1e-5)

@@ -43,7 +43,7 @@ def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, target: st
     meta = {"config": config, "encoder": dataclasses.asdict(info), "source": str(src), "target": target}
     dst = Path(dst)
     if dst.suffix == ".safetensors":
-        save_safetensors(tensors, dst, config=meta)
+        save_safetensors(tensors, dst, {k: v for k, v in meta.items() if v is not None})
     else:
         obj = dict(tensors) if module.CONTAINER is None else {module.CONTAINER: tensors}
         if module.CONTAINER is not None:
