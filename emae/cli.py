@@ -26,6 +26,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("eval", "reconstruction"): ("evaluation.reconstruction", "SSIM / LPIPS / FID and classification of reconstructions"),
     ("visualize",): ("emae.visualize", "reconstruction grids over several mask seeds (Figures 1, 4)"),
     ("report",): ("results.report", "rebuild the paper's tables with our records"),
+    ("pipeline",): ("emae.pipeline", "pre-train MAE and EMAE, run every evaluation, write the report"),
 }
 
 

@@ -6,13 +6,9 @@ saved as ``config.json`` beside its checkpoints and inside every checkpoint.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
-import types
-import typing
-from dataclasses import dataclass, fields
-from pathlib import Path
+from dataclasses import dataclass
 
+from emae import settings
 from emae.errors import EmaeError
 from emae.masking import visible_count
 from emae.methods import get_method
@@ -111,16 +107,11 @@ class PretrainConfig:
         return self
 
     def to_dict(self) -> dict:
-        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in fields(self)}
+        return settings.to_dict(self)
 
     @classmethod
     def from_dict(cls, values: dict, source: str = "config") -> "PretrainConfig":
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise EmaeError(f"{source}: unknown config key(s) {unknown}")
-        converted = {k: _convert(known[k], v, source) for k, v in values.items()}
-        return cls(**converted)
+        return settings.from_dict(cls, values, source)
 
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -153,87 +144,18 @@ def preset_config(name: str) -> PretrainConfig:
     return PretrainConfig.from_dict(dict(PRESETS[name], preset=name), source=f"preset {name}")
 
 
-def load_config_file(path: str | Path) -> dict:
-    """Read a YAML or JSON file of config keys."""
-    path = Path(path)
-    if not path.is_file():
-        raise EmaeError(f"{path}: config file not found")
-    text = path.read_text(encoding="utf-8")
-    if path.suffix in (".yaml", ".yml"):
-        import yaml
-
-        try:
-            values = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise EmaeError(f"{path}: not valid YAML: {e}") from None
-    else:
-        try:
-            values = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise EmaeError(f"{path}: not valid JSON: {e}") from None
-    if not isinstance(values, dict):
-        raise EmaeError(f"{path}: a config file must hold a mapping of keys to values")
-    return values
-
-
-def _base_type(annotation) -> type:
-    hint = typing.get_type_hints(PretrainConfig)[annotation] if isinstance(annotation, str) else annotation
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        return args[0]
-    return typing.get_origin(hint) or hint
-
-
-def _convert(field: dataclasses.Field, value, source: str):
-    kind = _base_type(field.name)
-    if value is None:
-        return None
-    if kind is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise EmaeError(f"{source}: {field.name} must be a list of numbers, got {value!r}")
-        return tuple(float(v) for v in value)
-    if kind is bool:
-        if not isinstance(value, bool):
-            raise EmaeError(f"{source}: {field.name} must be true or false, got {value!r}")
-        return value
-    if kind is float and isinstance(value, int):
-        return float(value)
-    if not isinstance(value, kind):
-        raise EmaeError(f"{source}: {field.name} must be {kind.__name__}, got {type(value).__name__} {value!r}")
-    return value
-
-
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """One ``--flag`` per config field, defaulting to 'not given' so presets and files are not overridden."""
-    parser.add_argument("--preset", default=argparse.SUPPRESS, help="named preset (default fmnist-tiny); "
-                        f"one of {', '.join(sorted(PRESETS))}")
-    parser.add_argument("--config", dest="config_file", help="YAML or JSON file of config keys")
-    for f in fields(PretrainConfig):
-        if f.name == "preset":
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        kind = _base_type(f.name)
-        if kind is bool:
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS)
-        elif kind is tuple:
-            parser.add_argument(flag, dest=f.name, type=float, nargs="+", default=argparse.SUPPRESS)
-        else:
-            parser.add_argument(flag, dest=f.name, type=kind, default=argparse.SUPPRESS)
+    """``--config FILE`` and one ``--flag`` per config field (``--preset`` among them)."""
+    settings.add_arguments(parser, PretrainConfig, {"preset": f"named preset (default fmnist-tiny); one of "
+                                                              f"{', '.join(sorted(PRESETS))}"})
 
 
 def explicit_values(args: argparse.Namespace) -> dict:
     """The config fields given on the command line."""
-    names = {f.name for f in fields(PretrainConfig)}
-    return {k: v for k, v in vars(args).items() if k in names}
+    return settings.given_values(PretrainConfig, args)
 
 
 def resolve_config(args: argparse.Namespace) -> PretrainConfig:
     """defaults < preset < config file < explicit flags, validated."""
-    values = {}
-    if args.config_file:
-        values.update(load_config_file(args.config_file))
-    values.update(explicit_values(args))
-    preset = values.pop("preset", "fmnist-tiny")
-    merged = preset_config(preset).to_dict()
-    merged.update(values)
+    merged = settings.resolve(PretrainConfig, args, lambda name: preset_config(name).to_dict())
     return PretrainConfig.from_dict(merged).validate()

@@ -33,6 +33,7 @@ from emae.distributed import DistInfo, all_reduce_mean, init_distributed
 from emae.errors import EmaeError
 from emae.losses import pixel_loss, pixel_targets, self_consistency_loss
 from emae.masking import make_part_masks, noise_shape
+from emae.settings import autocast_dtype, pick_device
 from emae.models import MaskedAutoencoderViT, build_model
 from results.records import Record, append_records, backbone_fields, provenance
 
@@ -44,22 +45,6 @@ RESUME_OVERRIDES = {"epochs", "num_workers", "log_every", "save_every", "keep_ev
 
 class NonFiniteLossError(EmaeError):
     """The loss became NaN or infinite; the run stops and keeps its last good checkpoint."""
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise EmaeError("device 'cuda' asked for, but no CUDA device is available")
-    return torch.device(name)
-
-
-def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for an ``amp`` setting, or None for full precision."""
-    if amp == "auto":
-        use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-        return torch.bfloat16 if use_bf16 else None
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}[amp]
 
 
 def accumulation_steps(cfg: PretrainConfig, world_size: int) -> int:
