@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -33,21 +34,31 @@ def make_step(model, optimizer, loss_fn):
 def inputs(bench: BenchConfig):
     cfg = bench.cfg
     torch.manual_seed(0)
-    imgs = torch.randn(bench.batch, cfg.in_chans, cfg.img_size, cfg.img_size)
-    num_patches = cfg.num_patches
-    noise = torch.rand(noise_shape(cfg.method_spec.masking, bench.batch, num_patches, cfg.parts))
+    imgs = torch.randn(bench.batch, cfg.in_chans, cfg.img_size, cfg.img_size, device=bench.device)
+    noise = torch.rand(noise_shape(cfg.method_spec.masking, bench.batch, cfg.num_patches, cfg.parts),
+                       device=bench.device)
     return imgs, noise
+
+
+def model_for(bench: BenchConfig):
+    cfg = bench.cfg
+    return build_model(cfg.arch, cfg.img_size, cfg.in_chans).to(bench.device)
 
 
 def ours_vs_reference(bench: BenchConfig, rounds: int) -> None:
     cfg = bench.cfg
     imgs, noise = inputs(bench)
-    model = build_model(cfg.arch, cfg.img_size, cfg.in_chans)
+    model = model_for(bench)
     ref_model = copy.deepcopy(model)
     masks = make_part_masks("random", noise, 1, cfg.mask_ratio)
-    ours = make_step(model, build_optimizer(model, cfg, 1e-4), lambda: compute_loss(model, imgs, masks, cfg)[0])
-    ref = make_step(ref_model, reference_optimizer(ref_model, 1e-4),
-                    lambda: reference_loss(ref_model, imgs, noise, cfg.mask_ratio))
+
+    def ref_loss():
+        with torch.autocast(bench.device, dtype=bench.amp, enabled=bench.amp is not None):
+            return reference_loss(ref_model, imgs, noise, cfg.mask_ratio)
+
+    ours = make_step(model, build_optimizer(model, cfg, 1e-4),
+                     lambda: compute_loss(model, imgs, masks, cfg, bench.amp)[0])
+    ref = make_step(ref_model, reference_optimizer(ref_model, 1e-4), ref_loss)
     t = side_by_side({"ours": ours, "reference": ref}, rounds)
     print(f"[1] {bench.name:16s} batch {bench.batch:3d}: ours {bench.batch / t['ours']:8.1f} img/s, "
           f"reference {bench.batch / t['reference']:8.1f} img/s, speed-up {t['reference'] / t['ours']:.2f}x "
@@ -58,15 +69,17 @@ def batched_vs_serial(bench: BenchConfig, rounds: int) -> None:
     cfg = copy.deepcopy(bench.cfg)
     cfg.method = "emae"
     imgs, _ = inputs(bench)
-    masks = make_part_masks("parallel", torch.rand(bench.batch, cfg.num_patches), cfg.parts, cfg.mask_ratio)
-    model = build_model(cfg.arch, cfg.img_size, cfg.in_chans)
+    masks = make_part_masks("parallel", torch.rand(bench.batch, cfg.num_patches, device=bench.device), cfg.parts,
+                            cfg.mask_ratio)
+    model = model_for(bench)
     optimizer = build_optimizer(model, cfg, 1e-4)
     mae_cfg = copy.deepcopy(cfg)
     mae_cfg.method = "mae"
     (ids,) = masks.ids_keep
     singles = [PartMasks((ids[:, k:k + 1],), masks.mask[:, k:k + 1]) for k in range(cfg.parts)]
-    batched = make_step(model, optimizer, lambda: compute_loss(model, imgs, masks, cfg)[0])
-    serial_steps = [make_step(model, optimizer, lambda m=m: compute_loss(model, imgs, m, mae_cfg)[0]) for m in singles]
+    batched = make_step(model, optimizer, lambda: compute_loss(model, imgs, masks, cfg, bench.amp)[0])
+    serial_steps = [make_step(model, optimizer, lambda m=m: compute_loss(model, imgs, m, mae_cfg, bench.amp)[0])
+                    for m in singles]
 
     def serial():
         for step in serial_steps:
@@ -77,21 +90,22 @@ def batched_vs_serial(bench: BenchConfig, rounds: int) -> None:
           f"{cfg.parts} serial MAE steps {t['serial']:.3f} s, ratio {t['batched'] / t['serial']:.2f} (target <= 0.9)")
 
 
-def achieved_flops(bench: BenchConfig, peak: float, rounds: int) -> None:
+def achieved_flops(bench: BenchConfig, peak: float, rounds: int, peak_name: str = "the fp32 matmul rate") -> None:
     for method in ("mae", "emae"):
-        cfg = copy.deepcopy(bench.cfg)
-        cfg.method = method
-        imgs, noise = inputs(BenchConfig(bench.name, cfg, bench.batch))
+        b = dataclasses.replace(bench, cfg=dataclasses.replace(bench.cfg, method=method))
+        cfg = b.cfg
+        imgs, noise = inputs(b)
         masks = make_part_masks(cfg.method_spec.masking, noise, cfg.parts, cfg.mask_ratio)
-        model = build_model(cfg.arch, cfg.img_size, cfg.in_chans)
-        step = make_step(model, build_optimizer(model, cfg, 1e-4), lambda: compute_loss(model, imgs, masks, cfg)[0])
+        model = model_for(b)
+        step = make_step(model, build_optimizer(model, cfg, 1e-4),
+                         lambda: compute_loss(model, imgs, masks, cfg, b.amp)[0])
         with FlopCounterMode(display=False) as counter:
             step()
         flops = counter.get_total_flops()
         seconds = side_by_side({"step": step}, rounds)["step"]
-        print(f"[3] {bench.name:16s} {method:4s} batch {bench.batch:3d}: {flops / 1e9:8.1f} GFLOP/step, "
-              f"{flops / seconds / 1e9:7.1f} GFLOP/s = {flops / seconds / peak:.2f} of the fp32 matmul rate "
-              f"{peak / 1e9:.1f} GFLOP/s" + (" (target >= 0.8)" if bench.name.startswith("ViT-S") else ""))
+        print(f"[3] {b.name:16s} {method:4s} batch {b.batch:3d}: {b.batch / seconds:8.1f} img/s, "
+              f"{flops / 1e9:8.1f} GFLOP/step, {flops / seconds / 1e9:9.1f} GFLOP/s = {flops / seconds / peak:.2f} "
+              f"of {peak_name} {peak / 1e9:.1f} GFLOP/s" + (" (target >= 0.8)" if b.name.startswith("ViT-S") else ""))
 
 
 def main(rounds: int = 3) -> None:
