@@ -1,0 +1,261 @@
+"""What every evaluation shares: its config fields and flags, the output folder, the device, and the records.
+
+A config is resolved as dataclass defaults (MAE's recipe) < preset (:mod:`evaluation.presets`) <
+``--config`` file (YAML or JSON) < explicit flags, and saved as ``OUTPUT_DIR/config.json``. The output
+folder defaults to ``runs/eval/PROTOCOL-PRESET-SHA`` (the first 12 hex digits of the checkpoint's SHA-256),
+so a re-run of the same evaluation finds its own folder: one whose ``records.jsonl`` already holds the
+records of this config and checkpoint is not run again, one with a ``checkpoint.pth`` continues from it,
+and a folder that holds the records or training state of another evaluation is refused rather than mixed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import time
+import typing
+from dataclasses import dataclass, fields
+from operator import methodcaller
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Subset
+from torchvision import transforms
+
+from emae.checkpoint import load_checkpoint
+from emae import settings
+from emae.config import FASHION_MNIST_DIR
+from emae.data import build_dataset
+from emae.distributed import DistInfo, init_distributed
+from emae.errors import EmaeError
+from emae.settings import autocast_dtype, pick_device
+from evaluation.presets import preset_values
+from results.records import RECORDS_FILE, Record, append_records, backbone_fields, provenance, read_records, sha256_file
+
+# fields that change how a run goes, not what it computes: they may differ when a run is resumed or re-run
+CHECKPOINT = "checkpoint.pth"  # an evaluation's training state in its output folder
+RUN_FIELDS = frozenset({"num_workers", "device", "threads", "dist_timeout", "output_dir", "features_dir"})
+POOLS = ("token", "avg")
+
+
+@dataclass
+class EvalConfig:
+    """The fields every evaluation has. Subclasses add their protocol's and may change defaults."""
+
+    protocol: typing.ClassVar[str] = ""  # the records' protocol: knn, linprobe, finetune
+    checkpoint: str = ""  # our pre-training checkpoint, an official MAE checkpoint or a timm ViT state dict
+    arch: str = ""  # a registered architecture the checkpoint must fit ("": read from the weights)
+    preset: str = "fmnist"
+    # data
+    dataset: str = "fashion-mnist"  # fashion-mnist, or imagefolder (DATA/TRAIN_SPLIT and DATA/VAL_SPLIT)
+    data: str = FASHION_MNIST_DIR
+    train_split: str = "train"  # imagefolder only
+    val_split: str = "val"  # imagefolder only
+    train_limit: int = 0  # use only the first N training images (0: all)
+    val_limit: int = 0
+    eval_name: str = "fashion-mnist test"  # the records' dataset field
+    img_size: int = 0  # 0: the checkpoint's pre-training size (position embeddings are resampled otherwise)
+    crop_ratio: float = 1.0  # evaluation resize to img_size / crop_ratio, then centre crop (MAE: 224 / 256)
+    mean: tuple[float, ...] = (0.2860,)
+    std: tuple[float, ...] = (0.3530,)
+    num_workers: int = 1
+    # model
+    global_pool: str = "token"  # token (cls token) or avg (global average pooling + fc_norm)
+    batch_size: int = 256  # per process
+    # run
+    seed: int = 0
+    device: str = "auto"  # auto, cpu, cuda
+    threads: int = 0  # CPU threads of torch (0: torch's default); 1 is fastest on a CPU shared with other jobs
+    dist_timeout: int = 600  # under torchrun: seconds a collective may wait for a peer before the run fails
+    amp: str = "auto"  # auto (bf16 on a supporting GPU, else none), bf16, fp16, none
+    output_dir: str = ""  # "": runs/eval/PROTOCOL-PRESET-SHA
+    # the records' backbone fields where the checkpoint has no pre-training config (official MAE, timm)
+    method: str = ""
+    pretrain_epochs: int = 0
+    pretrain_data: str = ""
+
+    def validate(self) -> "EvalConfig":
+        if not self.checkpoint:
+            raise EmaeError("--checkpoint is required")
+        if self.global_pool not in POOLS:
+            raise EmaeError(f"global_pool must be one of {POOLS}, got {self.global_pool!r}")
+        if self.amp not in ("auto", "bf16", "fp16", "none"):
+            raise EmaeError(f"amp must be auto, bf16, fp16 or none, got {self.amp!r}")
+        if len(self.mean) != len(self.std) or not self.mean:
+            raise EmaeError(f"mean and std need the same number of values (1 or 3), got {self.mean} / {self.std}")
+        if self.threads < 0:
+            raise EmaeError(f"threads must be >= 0, got {self.threads}")
+        if self.batch_size < 1:
+            raise EmaeError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not 0 < self.crop_ratio <= 1:
+            raise EmaeError(f"crop_ratio must be in (0, 1], got {self.crop_ratio}")
+        return self
+
+    def to_dict(self) -> dict:
+        return settings.to_dict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict, source: str = "config"):
+        return settings.from_dict(cls, values, source=f"{source} ({cls.protocol})")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type[EvalConfig]) -> None:
+    """``--config FILE`` and one ``--flag`` per config field; a flag not given leaves the preset's value."""
+    settings.add_arguments(parser, cls, help_for={
+        "preset": "named settings (default fmnist): fmnist, imagenet-vit-b, imagenet-vit-l, imagenet-vit-h"})
+
+
+def resolve_config(cls: type[EvalConfig], args: argparse.Namespace):
+    """defaults < preset < config file < explicit flags, validated; the checkpoint path made absolute."""
+    merged = settings.resolve(cls, args, lambda name: preset_values(name, cls.protocol))
+    cfg = cls.from_dict(merged).validate()
+    cfg.checkpoint = str(Path(cfg.checkpoint).absolute())
+    return cfg
+
+
+def comparable(config: dict) -> dict:
+    """A config without the fields that do not change results."""
+    return {k: v for k, v in config.items() if k not in RUN_FIELDS}
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+@dataclass
+class EvalRun:
+    """One evaluation being run: its config, output folder, device and the checkpoint's hash."""
+
+    cfg: EvalConfig
+    out: Path
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    dist: DistInfo
+    checkpoint_sha256: str
+    started: float  # time.perf_counter() at the start
+
+    @property
+    def records_path(self) -> Path:
+        return self.out / RECORDS_FILE
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+
+def start_run(cfg: EvalConfig, distributed: bool = False) -> tuple[EvalRun, list[Record]]:
+    """Set up a run: (the run, the records it already wrote). Records mean it finished and need no re-run.
+
+    ``distributed``: join the ``torchrun`` process group; otherwise launching several processes is an error.
+    """
+    started = time.perf_counter()
+    path = Path(cfg.checkpoint)
+    if not path.is_file():
+        raise EmaeError(f"{path}: checkpoint not found")
+    device = pick_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if distributed:
+        info = init_distributed(device.type, cfg.dist_timeout)
+        if device.type == "cuda":
+            device = torch.device("cuda", info.local_rank)
+    else:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise EmaeError(f"{cfg.protocol} runs in one process; launch it without torchrun")
+        info = DistInfo()
+    seed_everything(cfg.seed + info.rank)
+    sha = sha256_file(path)
+    out = Path(cfg.output_dir or f"runs/eval/{cfg.protocol}-{cfg.preset}-{sha[:12]}")
+    run = EvalRun(cfg, out, device, autocast_dtype(cfg.amp, device), info, sha, started)
+    config_file = out / "config.json"
+    if config_file.exists() and (run.records_path.exists() or (out / CHECKPOINT).exists()):
+        saved = json.loads(config_file.read_text(encoding="utf-8"))
+        if comparable(saved) != comparable(cfg.to_dict()):
+            changed = sorted(k for k in comparable({**saved, **cfg.to_dict()}) if saved.get(k) != cfg.to_dict().get(k))
+            raise EmaeError(f"{out} holds another evaluation (config differs in {changed}); choose another "
+                            f"--output-dir or remove that folder")
+    done = finished_records(run)
+    if info.is_main and not done:
+        out.mkdir(parents=True, exist_ok=True)
+        config_file.write_text(json.dumps(cfg.to_dict(), indent=2) + "\n", encoding="utf-8")
+    return run, done
+
+
+def finished_records(run: EvalRun) -> list[Record]:
+    """The records in the output folder made by this config from this checkpoint."""
+    if not run.records_path.exists():
+        return []
+    mine = comparable(run.cfg.to_dict())
+    return [r for r in read_records(run.records_path) if r.protocol == run.cfg.protocol
+            and r.checkpoint_sha256 == run.checkpoint_sha256 and comparable(r.config) == mine]
+
+
+def print_records(records: list[Record], note: str = "") -> None:
+    for r in records:
+        print(f"{r.protocol} {r.metric} = {r.value:.2f} % on {r.dataset} ({r.arch}, {r.wall_time_s:.0f} s){note}")
+
+
+def write_records(run: EvalRun, backbone_config: dict | None, arch: str, metrics: dict[str, float],
+                  wall_time_s: float, extra: dict) -> list[Record]:
+    """Append one record per metric (values in percent) to ``OUTPUT_DIR/records.jsonl`` and print them.
+
+    The pre-training ``parts`` and ``mask_ratio`` go into ``extra`` so that the report tells ablation variants
+    apart.
+    """
+    cfg = run.cfg
+    overrides = {"method": cfg.method or None, "pretrain_epochs": cfg.pretrain_epochs or None,
+                 "pretrain_data": cfg.pretrain_data or None}
+    details = dict(extra, output_dir=str(run.out))
+    if backbone_config:
+        details.update({k: backbone_config[k] for k in ("parts", "mask_ratio") if k in backbone_config})
+    base = dict(backbone_fields(backbone_config, arch, overrides), protocol=cfg.protocol, dataset=cfg.eval_name,
+                seed=cfg.seed, extra=details, **provenance(cfg.to_dict(), cfg.checkpoint, wall_time_s))
+    records = [Record(metric=metric, value=float(value), **base) for metric, value in metrics.items()]
+    append_records(run.records_path, records)
+    print_records(records)
+    return records
+
+
+def eval_datasets(cfg: EvalConfig, train_transform, val_transform, in_chans: int) -> tuple[Dataset, Dataset, int]:
+    """(train, validation, number of classes) of the config's data, as images of ``in_chans`` channels."""
+    split = {"fashion-mnist": (cfg.data, cfg.data), "imagefolder": (str(Path(cfg.data) / cfg.train_split),
+                                                                     str(Path(cfg.data) / cfg.val_split))}
+    if cfg.dataset not in split:
+        raise EmaeError(f"evaluation data must be fashion-mnist or imagefolder, got {cfg.dataset!r}")
+    if cfg.dataset == "fashion-mnist" and in_chans == 3:  # grey images for an RGB encoder
+        train_transform, val_transform = _to_rgb(train_transform), _to_rgb(val_transform)
+    train_root, val_root = split[cfg.dataset]
+    train = build_dataset(cfg.dataset, train_root, True, train_transform, in_chans, cfg.train_limit)
+    val = build_dataset(cfg.dataset, val_root, False, val_transform, in_chans, cfg.val_limit)
+    classes = len(_base(train).classes)
+    if len(_base(val).classes) != classes:
+        raise EmaeError(f"{val_root}: {len(_base(val).classes)} classes, but the training split has {classes}")
+    return train, val, classes
+
+
+def _base(dataset: Dataset) -> Dataset:
+    return dataset.dataset if isinstance(dataset, Subset) else dataset
+
+
+def _to_rgb(transform):
+    return transforms.Compose([methodcaller("convert", "RGB"), transform])
+
+
+def load_own_checkpoint(path: Path, run: EvalRun) -> dict | None:
+    """The training state an earlier run of this evaluation left in its output folder, if any.
+
+    A state made from another checkpoint or another config is an error, never silently continued.
+    """
+    if not path.exists():
+        return None
+    state = load_checkpoint(path)
+    if state.get("backbone_sha256") != run.checkpoint_sha256:
+        raise EmaeError(f"{path} continues an evaluation of another checkpoint (sha256 "
+                        f"{str(state.get('backbone_sha256'))[:12]}..., not {run.checkpoint_sha256[:12]}...); "
+                        f"choose another --output-dir")
+    if comparable(state.get("config", {})) != comparable(run.cfg.to_dict()):
+        raise EmaeError(f"{path} was made with another config; choose another --output-dir")
+    return state

@@ -1,0 +1,192 @@
+"""The training loop shared by the linear probe and fine-tuning.
+
+Per-iteration warm-up + half-cycle cosine schedule (timm's ``CosineLRScheduler``), gradient accumulation up
+to an effective batch, autocast, an evaluation of top-1 / top-5 on the validation split after every epoch,
+and ``OUTPUT_DIR/checkpoint.pth`` written atomically after every epoch, from which a re-run continues.
+Random state is re-seeded from (seed, epoch, rank) at the start of every epoch, so a resumed run draws the
+same augmentations as an uninterrupted one.
+
+A model's output is (B, C) logits, or (H, B, C) for H heads trained side by side (a grid of linear
+probes); :func:`evaluate` reports every head.
+"""
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import torch
+import torch.distributed as dist
+from timm.scheduler import CosineLRScheduler
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from tqdm import tqdm
+
+from emae.checkpoint import save_checkpoint
+from emae.distributed import DistInfo
+from emae.errors import EmaeError
+from evaluation.common import CHECKPOINT, EvalRun, load_own_checkpoint, seed_everything
+
+TOPK = (1, 5)
+
+
+def accumulation_steps(effective_batch: int, batch_size: int, world_size: int) -> int:
+    """Batches per optimizer step so that ``batch_size x processes x steps == effective_batch``."""
+    per_step = batch_size * world_size
+    effective = effective_batch or per_step
+    if effective % per_step:
+        raise EmaeError(f"effective_batch={effective} is not a multiple of batch_size x processes = "
+                        f"{batch_size} x {world_size}")
+    return effective // per_step
+
+
+def cosine_schedule(optimizer: torch.optim.Optimizer, epochs: int, warmup_epochs: int, updates_per_epoch: int,
+                    min_lr: float) -> CosineLRScheduler:
+    """Linear warm-up from 0, then half-cycle cosine to ``min_lr``, stepped every update (MAE's)."""
+    warmup = warmup_epochs * updates_per_epoch
+    return CosineLRScheduler(optimizer, t_initial=max(epochs * updates_per_epoch - warmup, 1), lr_min=min_lr,
+                             warmup_t=warmup, warmup_lr_init=0.0, warmup_prefix=True, t_in_epochs=False)
+
+
+@dataclass
+class Trainer:
+    """What one update needs. ``model`` runs forward (DDP-wrapped where distributed); ``state`` is the
+    module whose weights are checkpointed; ``batch_fn`` (mixup) transforms each (images, labels) batch."""
+
+    model: nn.Module
+    state: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: CosineLRScheduler
+    loss_fn: Callable[[Tensor, Tensor], Tensor]
+    device: torch.device
+    amp_dtype: torch.dtype | None = None
+    accum: int = 1
+    clip_grad: float = 0.0
+    batch_fn: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None
+
+    def __post_init__(self):
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
+
+
+def train_one_epoch(t: Trainer, loader: Iterable, step: int, desc: str) -> tuple[int, float]:
+    """One pass over ``loader``; returns (updates so far, mean loss). A batch beyond the last full update is
+    left out."""
+    t.model.train()
+    usable = len(loader) // t.accum * t.accum
+    total, count = 0.0, 0
+    for it, (images, targets) in enumerate(tqdm(loader, desc=desc, leave=False, total=usable)):
+        if it >= usable:
+            break
+        if it % t.accum == 0:
+            t.scheduler.step_update(step)
+        images = images.to(t.device, non_blocking=True)
+        targets = targets.to(t.device, non_blocking=True)
+        if t.batch_fn is not None:
+            images, targets = t.batch_fn(images, targets)
+        sync = (it + 1) % t.accum == 0
+        no_sync = getattr(t.model, "no_sync", None)
+        with nullcontext() if sync or no_sync is None else no_sync():
+            with t.autocast():
+                outputs = t.model(images)
+            loss = t.loss_fn(outputs.float(), targets)
+            value = loss.item()
+            if not math.isfinite(value):
+                raise EmaeError(f"non-finite loss {value} at update {step + 1}; stopping (the last checkpoint "
+                                f"is kept)")
+            t.scaler.scale(loss / t.accum).backward()
+        total, count = total + value, count + 1
+        if not sync:
+            continue
+        if t.clip_grad:
+            t.scaler.unscale_(t.optimizer)
+            nn.utils.clip_grad_norm_(t.model.parameters(), t.clip_grad)
+        t.scaler.step(t.optimizer)
+        t.scaler.update()
+        t.optimizer.zero_grad(set_to_none=True)
+        step += 1
+    return step, total / max(count, 1)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: Iterable, device: torch.device, amp_dtype: torch.dtype | None = None,
+             info: DistInfo = DistInfo()) -> Tensor:
+    """Top-1 and top-5 accuracy (percent) of every head: (H, 2), H = 1 for a plain classifier.
+
+    Under ``torchrun`` each process evaluates its own part of the data and the counts are summed.
+    """
+    model.eval()
+    correct, seen = None, torch.zeros((), device=device)
+    for images, targets in loader:
+        images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext():
+            logits = model(images).float()
+        logits = logits.unsqueeze(0) if logits.dim() == 2 else logits  # (H, B, C)
+        ranked = logits.topk(min(max(TOPK), logits.shape[-1]), dim=-1).indices  # (H, B, k)
+        hits = ranked == targets.view(1, -1, 1)
+        batch = torch.stack([hits[..., :k].any(-1).sum(-1) for k in TOPK], dim=-1).float()  # (H, 2)
+        correct = batch if correct is None else correct + batch
+        seen += targets.numel()
+    if correct is None:
+        raise EmaeError("the validation split is empty")
+    if info.enabled and info.world_size > 1:
+        dist.all_reduce(correct)
+        dist.all_reduce(seen)
+    return 100.0 * correct / seen
+
+
+def fit(t: Trainer, train_loader: Iterable, val_loader: Iterable, run: EvalRun, epochs: int, sampler=None,
+        extra_state: dict | None = None) -> tuple[list[dict], float]:
+    """Train to ``epochs``, continuing from the output folder's checkpoint; returns (per-epoch history, the
+    wall time of every run of it together).
+
+    History entries: ``epoch``, ``loss``, ``lr`` (the largest of the param groups), ``top1`` and ``top5``
+    (one value per head). ``extra_state`` is saved in the checkpoint alongside the weights.
+    """
+    path = run.out / CHECKPOINT
+    saved = load_own_checkpoint(path, run)
+    start, step, history, wall_before = 0, 0, [], 0.0
+    if saved is not None:
+        t.state.load_state_dict(saved["model"])
+        t.optimizer.load_state_dict(saved["optimizer"])
+        t.scaler.load_state_dict(saved["scaler"])
+        start, step, history, wall_before = saved["epoch"], saved["step"], saved["history"], saved["wall_time_s"]
+        print(f"resuming from {path} after epoch {start}/{epochs}")
+    for epoch in range(start, epochs):
+        seed_everything(run.cfg.seed * 1_000_003 + epoch * 1009 + run.dist.rank)
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        started = time.perf_counter()
+        step, loss = train_one_epoch(t, train_loader, step, desc=f"epoch {epoch + 1}/{epochs}")
+        acc = evaluate(t.model, val_loader, run.device, run.amp_dtype, run.dist)
+        lr = max(g["lr"] for g in t.optimizer.param_groups)
+        history.append({"epoch": epoch + 1, "loss": loss, "lr": lr, "top1": acc[:, 0].tolist(),
+                        "top5": acc[:, 1].tolist(), "seconds": time.perf_counter() - started})
+        if run.dist.is_main:
+            best = acc[:, 0].max().item()
+            print(f"epoch {epoch + 1}/{epochs}: loss {loss:.4f}, top-1 {best:.2f} %"
+                  + (f" (best of {acc.shape[0]} heads)" if acc.shape[0] > 1 else ""))
+            save_checkpoint({"model": t.state.state_dict(), "optimizer": t.optimizer.state_dict(),
+                             "scaler": t.scaler.state_dict(), "epoch": epoch + 1, "step": step, "history": history,
+                             "wall_time_s": wall_before + run.elapsed(), "config": run.cfg.to_dict(),
+                             "backbone_sha256": run.checkpoint_sha256, **(extra_state or {})}, path)
+    return history, wall_before + run.elapsed()
+
+
+def image_loaders(train: Dataset, val: Dataset, batch_size: int, num_workers: int, info: DistInfo, seed: int,
+                  device: torch.device) -> tuple[DataLoader, DataLoader, DistributedSampler]:
+    """(train loader, validation loader, train sampler): the training data shuffled and split between the
+    processes (incomplete batches dropped), the validation data split without padding, so every image is
+    counted once."""
+    sampler = DistributedSampler(train, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=seed,
+                                 drop_last=True)
+    pin = device.type == "cuda"
+    train_loader = DataLoader(train, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                              pin_memory=pin, drop_last=True, persistent_workers=num_workers > 0)
+    shard = Subset(val, range(info.rank, len(val), info.world_size))
+    val_loader = DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=num_workers, pin_memory=pin)
+    return train_loader, val_loader, sampler
