@@ -61,9 +61,12 @@ def stages(cfg: PipelineConfig) -> list[Stage]:
         out.append(Stage(f"{method}/pretrain", ("pretrain", "--preset", cfg.preset, "--method", method, "--seed",
                          str(cfg.seed), "--output-dir", str(run / "pretrain"), *cfg.pretrain_args),
                          resume_argv=("--resume",)))
-        for protocol in ("knn", "linprobe", "finetune"):
+        for protocol in ("knn", "linprobe"):  # one feature extraction serves both
             out.append(Stage(f"{method}/{protocol}", ("eval", protocol, *common, "--preset", cfg.eval_preset,
-                                                      "--output-dir", str(run / protocol))))
+                                                      "--features-dir", str(run / "features"), "--output-dir",
+                                                      str(run / protocol))))
+        out.append(Stage(f"{method}/finetune", ("eval", "finetune", *common, "--preset", cfg.eval_preset,
+                                                "--output-dir", str(run / "finetune"))))
         out.append(Stage(f"{method}/consistency", ("eval", "consistency", *common, "--output-dir",
                                                    str(run / "consistency"))))
         if cfg.detection:

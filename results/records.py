@@ -153,7 +153,8 @@ def hardware() -> str:
 def provenance(config: dict, checkpoint: str | os.PathLike | None, wall_time_s: float) -> dict:
     """The provenance fields of a record for a run of this process."""
     return dict(
-        command=" ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
+        command=" ".join(["emae" if Path(sys.argv[0]).name in ("__main__.py", "emae") else Path(sys.argv[0]).name]
+                         + sys.argv[1:]),
         config=config,
         checkpoint_sha256=sha256_file(checkpoint) if checkpoint else "",
         git_commit=git_commit(),

@@ -1,0 +1,336 @@
+"""``emae eval reconstruction``: the quality of reconstructions from 75 %-masked images (Tables XV and XVI).
+
+Each image is masked once with MAE's random mask (``--mask-ratio``, masks drawn from a generator seeded with
+``--seed``, identical for every checkpoint) and reconstructed with the visible patches pasted back;
+norm-pix predictions are un-normalised with each patch's statistics from the original by default
+(``--unnorm target``, see :mod:`emae.reconstruct`). Then, against the originals:
+
+- Table XVI: SSIM (torchmetrics, Gaussian 11x11 window, sigma 1.5, data range [0, 1]; needs no weights),
+  LPIPS (torchmetrics' LPIPS with its bundled linear layers over an AlexNet, VGG16 or SqueezeNet backbone,
+  whose torchvision ImageNet weights are read from ``--lpips-weights``; images under 64 px are resized to
+  64 px for it) and FID (torchmetrics' FrechetInceptionDistance over torch-fidelity's InceptionV3 2048-d
+  pool features, weights from ``--fid-weights``). Grey images are repeated to three channels for LPIPS
+  and FID. Network weights are never downloaded: a metric whose weights are not given fails with a message
+  naming the file it needs.
+- Table XV: the top-1 accuracy of a classifier (``--classifier``: a timm ViT checkpoint such as one written
+  by ``emae eval finetune``, its shape read from the weights, or any timm model named by
+  ``--classifier-model``) on the originals and on the reconstructions.
+
+Writes one record per checkpoint and metric to ``OUTPUT_DIR/records.jsonl``: protocol ``reconstruction``
+with metrics ``ssim``, ``lpips``, ``fid``; protocol ``reconstruction-classification`` with ``top1`` (on the
+reconstructions) and ``top1_original``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+from typing import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from emae.checkpoint import encoder_info, load_checkpoint, model_state
+from emae.errors import EmaeError
+from emae.reconstruct import (UNNORM_STATS, LoadedMAE, add_data_arguments, add_model_arguments, add_record_arguments,
+                              batches, data_source, default_heads, eval_dataset, load_models, pick_device,
+                              random_masks, reconstruct, record_base, to_unit_range)
+from results.records import RECORDS_FILE, Record, append_records, provenance, sha256_file
+
+METRICS = ("ssim", "lpips", "fid")
+LPIPS_NETS = {"alex": ("alexnet", "alexnet-owt-7be5be79.pth"), "vgg": ("vgg16", "vgg16-397923af.pth"),
+              "squeeze": ("squeezenet1_1", "squeezenet1_1-b8a52dc0.pth")}
+FID_WEIGHTS = "weights-inception-2015-12-05-6726825d.pth"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# metrics of image pairs; images (B, C, H, W) in [0, 1], C = 1 or 3
+
+
+def ssim(preds: Tensor, target: Tensor) -> Tensor:
+    """SSIM of each image pair: (B, C, H, W) x 2 in [0, 1] -> (B,)."""
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    return structural_similarity_index_measure(preds.float(), target.float(), data_range=1.0, reduction="none")
+
+
+def _rgb(imgs: Tensor) -> Tensor:
+    return imgs.expand(-1, 3, -1, -1) if imgs.shape[1] == 1 else imgs
+
+
+def _require_file(path: str | os.PathLike | None, what: str, needed: str, flag: str) -> Path:
+    if not path:
+        raise EmaeError(f"{what} needs {needed}, which cannot be downloaded here: pass its path with {flag}")
+    if not Path(path).is_file():
+        raise EmaeError(f"{path}: not found; {what} needs {needed} ({flag})")
+    return Path(path)
+
+
+def build_lpips(weights: str | os.PathLike | None, net: str = "alex", image_size: int = 64,
+                lin_weights: str | os.PathLike | None = None) -> nn.Module:
+    """torchmetrics' LPIPS network with its backbone's ImageNet weights read from a local torchvision file.
+
+    Args:
+        weights: torchvision's state dict of the backbone (e.g. ``alexnet-owt-7be5be79.pth``).
+        net: ``alex``, ``vgg`` or ``squeeze``.
+        image_size: the images' side; under 64 px they are resized to 64 px (LPIPS' smallest patches).
+        lin_weights: LPIPS' linear layers (default: the copy torchmetrics ships).
+    """
+    if net not in LPIPS_NETS:
+        raise EmaeError(f"unknown LPIPS network {net!r}; choose one of {sorted(LPIPS_NETS)}")
+    tv_name, file_name = LPIPS_NETS[net]
+    path = _require_file(weights, "LPIPS", f"the ImageNet weights of torchvision's {tv_name} ({file_name})",
+                         "--lpips-weights")
+    from torchmetrics.functional.image.lpips import _NoTrainLpips
+
+    kwargs = dict(model_path=str(lin_weights)) if lin_weights else {}
+    lpips = _NoTrainLpips(net=net, pretrained=True, pnet_rand=True, resize=64 if image_size < 64 else None, **kwargs)
+    state = model_state(load_checkpoint(path), path)
+    # the LPIPS backbone keeps torchvision's ``features`` layers, split into slices under their own indices
+    mapped, expected = {}, set()
+    for slice_name, block in lpips.net.named_children():
+        for index, layer in block.named_children():
+            for key in layer.state_dict():
+                expected.add(f"{slice_name}.{index}.{key}")
+                source = f"features.{index}.{key}"
+                if source in state:
+                    mapped[f"{slice_name}.{index}.{key}"] = state[source]
+    missing = sorted(expected - set(mapped))
+    if missing:
+        raise EmaeError(f"{path}: not torchvision's {tv_name} weights: missing "
+                        f"{[m.split('.', 1)[1] for m in missing[:4]]} (as features.N...)")
+    try:
+        lpips.net.load_state_dict(mapped, strict=True)
+    except RuntimeError as e:
+        raise EmaeError(f"{path}: does not fit torchvision's {tv_name}: {str(e).splitlines()[0]}") from None
+    return lpips.eval()
+
+
+@torch.no_grad()
+def lpips_distance(lpips: nn.Module, preds: Tensor, target: Tensor) -> Tensor:
+    """LPIPS of each image pair: (B, C, H, W) x 2 in [0, 1] -> (B,)."""
+    return lpips(_rgb(preds).float(), _rgb(target).float(), normalize=True).flatten()
+
+
+def build_fid(weights: str | os.PathLike | None, features: int = 2048):
+    """torchmetrics' FrechetInceptionDistance (inputs in [0, 1]) with torch-fidelity's FID weights read from a
+    local file. ``features``: the InceptionV3 layer, 2048 (the pool features of the standard FID), 768, 192
+    or 64."""
+    path = _require_file(weights, "FID", f"torch-fidelity's InceptionV3 FID weights ({FID_WEIGHTS})", "--fid-weights")
+    from torchmetrics.utilities.imports import _TORCH_FIDELITY_AVAILABLE
+
+    if not _TORCH_FIDELITY_AVAILABLE:
+        raise EmaeError("FID needs the Python package torch-fidelity (pip install torch-fidelity)")
+    load_checkpoint(path)  # refuse a file holding more than tensors before torch-fidelity unpickles it
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    try:
+        return FrechetInceptionDistance(feature=features, normalize=True, feature_extractor_weights_path=str(path))
+    except RuntimeError as e:
+        raise EmaeError(f"{path}: not torch-fidelity's InceptionV3 weights: {str(e).splitlines()[0]}") from None
+
+
+def fid_update(fid, preds: Tensor, target: Tensor) -> None:
+    """Add a batch of reconstructions (fake) and originals (real), (B, C, H, W) in [0, 1]."""
+    fid.update(_rgb(target).float(), real=True)
+    fid.update(_rgb(preds).float(), real=False)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the classifier of Table XV
+
+
+def load_classifier(path: str | os.PathLike, model_name: str | None = None, num_classes: int | None = None,
+                    in_chans: int | None = None, num_heads: int | None = None) -> tuple[nn.Module, int, dict | None]:
+    """A timm classifier from a checkpoint: (model in eval mode, its input size, its config if any).
+
+    ``emae eval finetune``'s checkpoints name their ViT's constructor arguments (``vit``). Otherwise, without
+    ``model_name``, the checkpoint must hold a timm ViT: its patch size, width, depth, classes and pooling
+    (``fc_norm`` means global average pooling, as MAE's fine-tuning) are read from the weights, heads from
+    ``num_heads``, the config's architecture or the usual 64-d heads.
+    """
+    import timm
+    from timm.models.vision_transformer import VisionTransformer
+
+    obj = load_checkpoint(path)
+    state = model_state(obj, path)
+    config = obj.get("config") if isinstance(obj.get("config"), dict) else None
+    head = next((state[k] for k in ("head.weight", "fc.weight", "classifier.weight", "head.fc.weight")
+                 if k in state and state[k].ndim == 2), None)
+    num_classes = num_classes or (head.shape[0] if head is not None else None)
+    if not num_classes:
+        raise EmaeError(f"{path}: no classification head found (head.weight); pass --num-classes")
+    if isinstance(obj.get("vit"), dict):  # emae eval finetune's checkpoint: the ViT's constructor arguments
+        model = VisionTransformer(**obj["vit"])
+        img_size = model.patch_embed.img_size[0]
+    elif model_name:
+        model = timm.create_model(model_name, pretrained=False, num_classes=num_classes,
+                                  **({"in_chans": in_chans} if in_chans else {}))
+        from timm.data import resolve_data_config
+
+        img_size = resolve_data_config({}, model=model)["input_size"][-1]
+    else:
+        heads = num_heads
+        if heads is None and config and config.get("arch"):
+            from emae.models import ARCHS
+
+            heads = ARCHS[config["arch"]].num_heads if config["arch"] in ARCHS else None
+        if heads is None and "patch_embed.proj.weight" in state:
+            heads = default_heads(state["patch_embed.proj.weight"].shape[0], path)
+        info = encoder_info(state, path, heads)
+        pool = "avg" if "fc_norm.weight" in state else "token"
+        model = VisionTransformer(img_size=info.img_size, patch_size=info.patch_size, in_chans=info.in_chans,
+                                  num_classes=num_classes, embed_dim=info.embed_dim, depth=info.depth,
+                                  num_heads=info.num_heads, global_pool=pool, fc_norm=pool == "avg")
+        img_size = info.img_size
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise EmaeError(f"{path}: does not fit the classifier {model_name or 'ViT read from its weights'}: "
+                        f"{' '.join(str(e).split())[:400]}") from None
+    return model.eval(), img_size, config
+
+
+@torch.no_grad()
+def classify(classifier: nn.Module, imgs: Tensor, mean: Iterable[float], std: Iterable[float],
+             img_size: int) -> Tensor:
+    """Class predictions for images in [0, 1]: (B, C, H, W) -> (B,), resized (bicubic) to the classifier's
+    input size and normalised with its mean and std."""
+    if imgs.shape[-1] != img_size or imgs.shape[-2] != img_size:
+        imgs = F.interpolate(imgs, size=(img_size, img_size), mode="bicubic", align_corners=False).clamp(0, 1)
+    mean_t = torch.tensor(tuple(mean), device=imgs.device).view(1, -1, 1, 1)
+    std_t = torch.tensor(tuple(std), device=imgs.device).view(1, -1, 1, 1)
+    return classifier((imgs - mean_t) / std_t).argmax(dim=-1)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the evaluation loop
+
+
+@torch.no_grad()
+def evaluate(loaded: LoadedMAE, dataset, metrics: Iterable[str], mask_ratio: float = 0.75, seed: int = 0,
+             stats: str = "target", batch_size: int = 64, device: torch.device | str = "cpu",
+             lpips: nn.Module | None = None, fid=None, classifier: tuple | None = None) -> dict:
+    """Reconstruct every image once and measure. ``classifier``: (model, img_size, mean, std) or None.
+
+    Returns the mean SSIM / LPIPS over images, the FID over the set, the classifier's top-1 (%) on the
+    originals and on the reconstructions, each where asked, and ``images``.
+    """
+    metrics = set(metrics)
+    model = loaded.model.to(device).eval()
+    generator = torch.Generator().manual_seed(seed)
+    sums = {"ssim": 0.0, "lpips": 0.0, "top1": 0, "top1_original": 0}
+    count = 0
+    if fid is not None:
+        fid.reset()
+        fid.to(device)
+    for imgs, labels in batches(dataset, batch_size):
+        imgs, labels = imgs.to(device), labels.to(device)
+        masks = random_masks(imgs.shape[0], 1, model.num_patches, mask_ratio, generator, device)
+        recon = to_unit_range(reconstruct(model, imgs, masks, loaded.norm_pix, stats)[:, 0], loaded.mean, loaded.std)
+        orig = to_unit_range(imgs, loaded.mean, loaded.std)
+        if "ssim" in metrics:
+            sums["ssim"] += float(ssim(recon, orig).sum())
+        if "lpips" in metrics:
+            sums["lpips"] += float(lpips_distance(lpips.to(device), recon, orig).sum())
+        if "fid" in metrics:
+            fid_update(fid, recon, orig)
+        if classifier is not None:
+            net, size, mean, std = classifier
+            sums["top1"] += int((classify(net.to(device), recon, mean, std, size) == labels).sum())
+            sums["top1_original"] += int((classify(net, orig, mean, std, size) == labels).sum())
+        count += imgs.shape[0]
+    if count == 0:
+        raise EmaeError("no images to evaluate")
+    result: dict = {"images": count}
+    for name in ("ssim", "lpips"):
+        if name in metrics:
+            result[name] = sums[name] / count
+    if "fid" in metrics:
+        if count < 2:
+            raise EmaeError("FID needs at least 2 images")
+        result["fid"] = float(fid.compute())
+    if classifier is not None:
+        result["top1"] = 100.0 * sums["top1"] / count
+        result["top1_original"] = 100.0 * sums["top1_original"] / count
+    return result
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model_arguments(parser)
+    add_data_arguments(parser, default_images=1000)
+    parser.add_argument("--metrics", nargs="+", choices=METRICS, default=None,
+                        help="default: ssim, plus lpips and fid where their weights are given")
+    parser.add_argument("--mask-ratio", type=float, default=0.75)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the masks' generator")
+    parser.add_argument("--unnorm", choices=UNNORM_STATS, default="target",
+                        help="statistics that un-normalise norm-pix predictions (see emae.reconstruct)")
+    parser.add_argument("--lpips-weights", default=None,
+                        help="torchvision ImageNet weights of the LPIPS backbone, e.g. alexnet-owt-7be5be79.pth")
+    parser.add_argument("--lpips-net", choices=sorted(LPIPS_NETS), default="alex")
+    parser.add_argument("--lpips-lin-weights", default=None,
+                        help="LPIPS' linear layers (default: the copy torchmetrics ships)")
+    parser.add_argument("--fid-weights", default=None, help=f"torch-fidelity's InceptionV3 weights ({FID_WEIGHTS})")
+    parser.add_argument("--classifier", default=None, help="Table XV: a timm classifier checkpoint")
+    parser.add_argument("--classifier-model", default=None,
+                        help="its timm model name (default: a ViT read from the checkpoint's weights)")
+    parser.add_argument("--num-classes", type=int, default=None, help="its classes (default: from its head)")
+    parser.add_argument("--classifier-num-heads", type=int, default=None,
+                        help="its attention heads (default: its config's architecture, else 64-d heads)")
+    parser.add_argument("--classifier-mean", type=float, nargs="+", default=None,
+                        help="its input normalisation (default: its config's, else the MAE's)")
+    parser.add_argument("--classifier-std", type=float, nargs="+", default=None)
+    add_record_arguments(parser)
+
+
+def main(args: argparse.Namespace) -> int:
+    device = pick_device(args.device)
+    metrics = args.metrics or ["ssim"] + (["lpips"] if args.lpips_weights else []) + (
+        ["fid"] if args.fid_weights else [])
+    models = load_models(args)
+    first = models[0]
+    lpips = build_lpips(args.lpips_weights, args.lpips_net, first.img_size, args.lpips_lin_weights) \
+        if "lpips" in metrics else None
+    fid = build_fid(args.fid_weights) if "fid" in metrics else None
+    classifier, classifier_sha = None, ""
+    if args.classifier:
+        net, size, config = load_classifier(args.classifier, args.classifier_model, args.num_classes, first.in_chans,
+                                            args.classifier_num_heads)
+        mean = args.classifier_mean or (config or {}).get("mean") or first.mean
+        std = args.classifier_std or (config or {}).get("std") or first.std
+        classifier, classifier_sha = (net, size, tuple(mean), tuple(std)), sha256_file(args.classifier)
+    out = Path(args.output_dir)
+    settings = dict(protocol="reconstruction", metrics=list(metrics), eval_mask_ratio=args.mask_ratio,
+                    seed=args.seed, unnorm=args.unnorm, num_images=args.num_images, crop_ratio=args.crop_ratio,
+                    lpips_net=args.lpips_net if lpips is not None else None, classifier=args.classifier,
+                    classifier_sha256=classifier_sha, classifier_model=args.classifier_model)
+    records = []
+    for loaded in models:
+        for note in loaded.notes:
+            print(f"{loaded.path}: {note}")
+        _, _, data_name = data_source(args, loaded)
+        dataset = eval_dataset(args, loaded)
+        started = time.perf_counter()
+        result = evaluate(loaded, dataset, metrics, args.mask_ratio, args.seed, args.unnorm, args.batch_size,
+                          device, lpips, fid, classifier)
+        wall = time.perf_counter() - started
+        fields, config = record_base(loaded, args, settings)
+        prov = provenance(config, loaded.path, wall)
+        extra = dict(images=result["images"], eval_mask_ratio=args.mask_ratio, unnorm=args.unnorm,
+                     norm_pix=loaded.norm_pix, name=loaded.name)
+        for metric in metrics:
+            records.append(Record(**fields, protocol="reconstruction", metric=metric, value=result[metric],
+                                  dataset=data_name, seed=args.seed, extra=extra, **prov))
+        if classifier is not None:
+            cls_extra = dict(extra, top1_original=result["top1_original"], top1_reconstructed=result["top1"],
+                             classifier=args.classifier, classifier_sha256=classifier_sha)
+            for metric in ("top1", "top1_original"):
+                records.append(Record(**fields, protocol="reconstruction-classification", metric=metric,
+                                      value=result[metric], dataset=data_name, seed=args.seed, extra=cls_extra, **prov))
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in result.items() if k != "images")
+        print(f"{loaded.name} ({loaded.path}): {shown} on {result['images']} images, {wall:.1f} s")
+    append_records(out / RECORDS_FILE, records)
+    print(f"wrote {len(records)} records to {out / RECORDS_FILE}")
+    return 0
