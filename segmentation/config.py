@@ -1,0 +1,116 @@
+"""The run's mmengine config: a named preset (``configs/*.py``) plus the data, weights and overrides of a run.
+
+The presets inherit mmsegmentation's own configs where they can (``_base_ = "mmseg::..."``, read from the
+installed package), so the ADE20K recipe is the one mmseg ships. A run changes only what
+:func:`build_config` names; anything else goes through ``--cfg-options`` (mmengine's ``key=value``
+syntax).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from mmengine.config import Config
+
+from emae.errors import EmaeError
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+# ADE20K's layout (ADEChallengeData2016): image and annotation folder of each split
+SPLIT_FOLDERS = {"training": ("images/training", "annotations/training"),
+                 "validation": ("images/validation", "annotations/validation")}
+IMAGE_SUFFIX, ANNOTATION_SUFFIX = ".jpg", ".png"
+
+
+def config_names() -> list[str]:
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.py"))
+
+
+def config_path(name: str) -> Path:
+    """A preset's file by name (``upernet_tiny_fmnist``), or a config file's path."""
+    if name.endswith(".py"):
+        path = Path(name)
+        if not path.is_file():
+            raise EmaeError(f"{path}: config file not found")
+        return path
+    if name not in config_names():
+        raise EmaeError(f"unknown segmentation config {name!r}; choose one of {config_names()} or a .py file")
+    return CONFIG_DIR / f"{name}.py"
+
+
+def check_data_layout(root: str | os.PathLike) -> None:
+    """``root`` must hold ADE20K's four folders, and every image its annotation (``X.jpg`` -> ``X.png``)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise EmaeError(f"{root}: data folder not found")
+    for images_dir, annotations_dir in SPLIT_FOLDERS.values():
+        for folder in (images_dir, annotations_dir):
+            if not (root / folder).is_dir():
+                raise EmaeError(f"{root}: not ADE20K's layout: the folder '{folder}' is missing (expected "
+                                f"{', '.join(f for pair in SPLIT_FOLDERS.values() for f in pair)})")
+        stems = [p.stem for p in (root / images_dir).glob(f"*{IMAGE_SUFFIX}")]
+        if not stems:
+            raise EmaeError(f"{root / images_dir}: no {IMAGE_SUFFIX} images")
+        unlabelled = sorted(s for s in stems if not (root / annotations_dir / f"{s}{ANNOTATION_SUFFIX}").is_file())
+        if unlabelled:
+            raise EmaeError(f"{root / annotations_dir}: {len(unlabelled)} image(s) of {images_dir} have no "
+                            f"annotation, e.g. {unlabelled[0]}{ANNOTATION_SUFFIX}")
+
+
+def build_config(name: str, data: str | os.PathLike, seed: int, iters: int = 0, batch_size: int = 0,
+                 amp: bool = False, cfg_options: dict | None = None) -> Config:
+    """The preset with the data root, seed and overrides applied (the weights and work dir come later)."""
+    cfg = Config.fromfile(str(config_path(name)))
+    for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
+        cfg[loader].dataset.data_root = str(data)
+    cfg.randomness = dict(seed=seed)
+    if iters:
+        set_iterations(cfg, iters)
+    if batch_size:
+        cfg.train_dataloader.batch_size = batch_size
+    if amp:
+        cfg.optim_wrapper.type = "AmpOptimWrapper"
+        cfg.optim_wrapper.loss_scale = "dynamic"
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    return cfg
+
+
+def set_iterations(cfg: Config, iters: int) -> None:
+    """Train for ``iters`` iterations: the last schedule ends there, earlier ones (warm-up) end by then."""
+    if iters < 1:
+        raise EmaeError(f"iters must be >= 1, got {iters}")
+    cfg.train_cfg.max_iters = iters
+    cfg.train_cfg.val_interval = min(cfg.train_cfg.val_interval, iters)
+    checkpoint = cfg.default_hooks.checkpoint
+    checkpoint.interval = min(checkpoint.interval, iters)
+    schedulers = cfg.param_scheduler if isinstance(cfg.param_scheduler, list) else [cfg.param_scheduler]
+    for scheduler in schedulers:
+        scheduler.begin = min(scheduler.get("begin", 0), iters - 1)
+        scheduler.end = min(scheduler.get("end", iters), iters)
+    schedulers[-1].end = iters
+
+
+def attach_backbone(cfg: Config, weights: str | os.PathLike) -> None:
+    """Let the backbone load ``weights`` itself (mmseg's ``Pretrained`` init)."""
+    cfg.model.pretrained = None
+    cfg.model.backbone.init_cfg = dict(type="Pretrained", checkpoint=str(weights))
+
+
+def summary(cfg: Config) -> dict:
+    """The settings a result depends on, for the records (the full config is dumped in the work dir)."""
+    optimizer = cfg.optim_wrapper.optimizer
+    backbone = cfg.model.backbone
+    return {
+        "iters": cfg.train_cfg.max_iters,
+        "batch_size_per_process": cfg.train_dataloader.batch_size,
+        "crop_size": list(cfg.model.data_preprocessor.size),
+        "optimizer": optimizer.type,
+        "lr": optimizer.lr,
+        "weight_decay": optimizer.weight_decay,
+        "layer_decay": cfg.optim_wrapper.get("paramwise_cfg", {}).get("layer_decay_rate"),
+        "optim_wrapper": cfg.optim_wrapper.type,
+        "out_indices": list(backbone.out_indices),
+        "drop_path_rate": backbone.drop_path_rate,
+        "test_mode": cfg.model.test_cfg.mode,
+        "seed": cfg.randomness.seed,
+    }

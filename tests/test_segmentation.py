@@ -1,0 +1,245 @@
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from segmentation.mmcv_ops import install
+
+install()  # before anything imports mmseg
+
+from mmengine.config import Config  # noqa: E402
+from mmengine.registry import init_default_scope  # noqa: E402
+
+from emae.checkpoint import encoder_info, save_checkpoint  # noqa: E402
+from emae.cli import main as cli_main  # noqa: E402
+from emae.config import PretrainConfig  # noqa: E402
+from emae.errors import EmaeError  # noqa: E402
+from emae.export import export_checkpoint  # noqa: E402
+from emae.export.mmseg import EXPECTED_MISSING, convert  # noqa: E402
+from emae.models import MaskedAutoencoderViT, build_model  # noqa: E402
+from results.records import read_records  # noqa: E402
+from segmentation import backbone as bb  # noqa: E402
+from segmentation import synthetic, train  # noqa: E402
+from segmentation.config import (attach_backbone, build_config, check_data_layout, config_names,  # noqa: E402
+                                 set_iterations)
+from segmentation.resume import PlainCheckpointState  # noqa: E402
+
+TINY = "upernet_tiny_fmnist"
+VIT_B, VIT_L = "upernet_mae_vit_b_ade20k_512", "upernet_mae_vit_l_ade20k_512"
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("data") / "scenes"
+    synthetic.generate(out, train=8, val=4)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A pre-training checkpoint of the tiny Fashion-MNIST ViT, as ``emae pretrain`` writes it."""
+    torch.manual_seed(0)
+    config = PretrainConfig(epochs=1)
+    path = tmp_path_factory.mktemp("ckpt") / "checkpoint.pth"
+    save_checkpoint({"model": build_model(config.arch, config.img_size, config.in_chans).state_dict(),
+                     "config": config.to_dict()}, path)
+    return path
+
+
+def build_backbone(cfg: Config):
+    from mmseg.registry import MODELS
+
+    init_default_scope("mmseg")
+    return MODELS.build(cfg.model.backbone)
+
+
+def test_missing_compiled_op_raises_a_clear_error():
+    if not install():
+        pytest.skip("full mmcv is installed: its compiled ops are used")
+    from mmcv.ops import nms
+
+    with pytest.raises(NotImplementedError, match="mmcv op nms is not available: mmcv-lite"):
+        nms(torch.zeros(1, 4), torch.zeros(1), 0.5)
+
+
+def test_configs_follow_the_papers_recipe(tmp_path):
+    assert {TINY, VIT_B, VIT_L} <= set(config_names())
+    base = build_config(VIT_B, tmp_path, seed=3)
+    assert base.train_dataloader.dataset.data_root == str(tmp_path) == base.val_dataloader.dataset.data_root
+    assert base.optim_wrapper.optimizer.lr == 1e-4 and base.optim_wrapper.optimizer.weight_decay == 0.05
+    assert base.optim_wrapper.paramwise_cfg == dict(num_layers=12, layer_decay_rate=0.65)
+    assert base.train_cfg.max_iters == 160000 and base.train_dataloader.batch_size * 8 == 16
+    assert base.model.data_preprocessor.size == (512, 512) and base.model.backbone.img_size == (512, 512)
+    assert base.model.backbone.out_indices == [3, 5, 7, 11] and base.model.backbone.type == "MAE"
+    assert base.randomness.seed == 3 and base.dataset_name == "ADE20K val"
+    large = build_config(VIT_L, tmp_path, seed=0)
+    assert (large.model.backbone.embed_dims, large.model.backbone.num_layers) == (1024, 24)
+    assert large.model.decode_head.in_channels == [1024] * 4 and large.optim_wrapper.paramwise_cfg.num_layers == 24
+
+    tiny = build_config(TINY, tmp_path, seed=0, iters=10, batch_size=2,
+                        cfg_options={"optim_wrapper.optimizer.lr": 5e-4})
+    assert tiny.train_cfg.max_iters == 10 and tiny.default_hooks.checkpoint.interval == 10
+    assert [(s.begin, s.end) for s in tiny.param_scheduler] == [(0, 10), (9, 10)]
+    assert tiny.train_dataloader.batch_size == 2 and tiny.optim_wrapper.optimizer.lr == 5e-4
+    attach_backbone(tiny, "w.pth")
+    assert tiny.model.backbone.init_cfg == dict(type="Pretrained", checkpoint="w.pth") and tiny.model.pretrained is None
+    with pytest.raises(EmaeError, match="unknown segmentation config 'nope'"):
+        build_config("nope", tmp_path, seed=0)
+    with pytest.raises(EmaeError, match="iters must be >= 1"):
+        set_iterations(tiny, 0)
+
+
+def test_conversion_renames_every_encoder_key():
+    model = MaskedAutoencoderViT(32, 4, 1, 128, 2, 4, decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=1)
+    encoder = {k: v for k, v in model.state_dict().items() if not k.startswith(("decoder_", "mask_token"))}
+    out = convert(encoder, encoder_info(encoder, "x", num_heads=4))
+    assert set(out) == {"cls_token", "pos_embed", "patch_embed.projection.weight", "patch_embed.projection.bias"} | {
+        f"layers.{i}.{name}.{p}" for i in range(2) for p in ("weight", "bias")
+        for name in ("ln1", "attn.qkv", "attn.proj", "ln2", "ffn.layers.0.0", "ffn.layers.1")}
+    assert out["layers.1.ffn.layers.0.0.weight"] is encoder["blocks.1.mlp.fc1.weight"]
+    assert out["layers.0.attn.qkv.bias"] is encoder["blocks.0.attn.qkv.bias"]
+    with pytest.raises(EmaeError, match="'blocks.0.ls1.gamma' has no counterpart"):
+        convert({**encoder, "blocks.0.ls1.gamma": torch.ones(128)}, encoder_info(encoder, "x", num_heads=4))
+
+
+def test_mmseg_loads_our_export_with_only_the_expected_keys_missing(tmp_path, tiny_checkpoint):
+    exported = bb.export_backbone(tiny_checkpoint, tmp_path / "backbone.pth")
+    assert exported.arch == "vit_tiny_fmnist" and exported.info.in_chans == 1 and exported.config["method"] == "emae"
+    cfg = build_config(TINY, tmp_path, seed=0)
+    attach_backbone(cfg, exported.path)
+    backbone = build_backbone(cfg)
+    bb.check_shapes(backbone, exported)
+    report = bb.pretrained_load_report(backbone)
+    assert set(report.missing) == {p.replace("*", str(i)) for p in EXPECTED_MISSING for i in range(4)}
+    assert report.unexpected == ()
+    bb.check_load_report(report, exported.path)
+    ours = torch.load(tiny_checkpoint, weights_only=True)["model"]
+    state = backbone.state_dict()
+    assert torch.equal(state["layers.3.ffn.layers.1.weight"], ours["blocks.3.mlp.fc2.weight"])
+    assert torch.equal(state["patch_embed.projection.weight"], ours["patch_embed.proj.weight"])
+    # the 8x8 pre-training grid of position embeddings is resized to the 16x16 grid of 64 px scenes
+    assert state["pos_embed"].shape == (1, 257, 128) and torch.equal(state["pos_embed"][:, 0], ours["pos_embed"][:, 0])
+    assert not state["layers.0.attn.relative_position_bias_table"].any()  # zero-initialised, as MAE's recipe
+    with pytest.raises(EmaeError, match=r"missing \['layers.\*.extra'\]"):
+        bb.check_load_report(bb.LoadReport(("layers.0.extra",), ()), "x")
+
+
+def test_an_official_mae_vit_b_fits_the_ade20k_recipe(tmp_path):
+    with torch.device("meta"):
+        model = MaskedAutoencoderViT(224, 16, 3, 768, 12, 12, decoder_embed_dim=16, decoder_depth=1,
+                                     decoder_num_heads=1)
+    encoder = {k: torch.full(v.shape, 0.01) for k, v in model.state_dict().items()
+               if not k.startswith(("decoder_", "mask_token"))}
+    torch.save({"model": encoder}, tmp_path / "mae_pretrain_vit_base.pth")  # the official release's layout
+    exported = bb.export_backbone(tmp_path / "mae_pretrain_vit_base.pth", tmp_path / "backbone.pth")
+    assert exported.arch == "vit_base_patch16" and exported.config is None
+    cfg = build_config(VIT_B, tmp_path, seed=0)
+    attach_backbone(cfg, exported.path)
+    backbone = build_backbone(cfg)
+    report = bb.pretrained_load_report(backbone)
+    assert report.missing_patterns == EXPECTED_MISSING and report.unexpected == ()
+    assert backbone.state_dict()["pos_embed"].shape == (1, 1025, 768)  # 14x14 -> 32x32 at 512 px
+
+
+def test_a_checkpoint_of_another_size_is_refused_naming_key_and_shapes(tmp_path):
+    model = MaskedAutoencoderViT(32, 4, 1, 192, 4, 3, decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=1)
+    torch.save({"model": model.state_dict()}, tmp_path / "wide.pth")
+    exported = bb.export_backbone(tmp_path / "wide.pth", tmp_path / "backbone.pth")
+    backbone = build_backbone(build_config(TINY, tmp_path, seed=0))
+    with pytest.raises(EmaeError, match=r"does not fit.*cls_token: checkpoint \(1, 1, 192\) vs backbone \(1, 1, 128\)"):
+        bb.check_shapes(backbone, exported)
+
+
+def test_generated_scenes_have_ade20k_layout_and_labels(scenes):
+    check_data_layout(scenes)
+    for split, count in (("training", 8), ("validation", 4)):
+        images = sorted((scenes / "images" / split).glob("*.jpg"))
+        assert len(images) == count
+        image = Image.open(images[0])
+        label = np.asarray(Image.open(scenes / "annotations" / split / f"{images[0].stem}.png"))
+        assert image.mode == "L" and image.size == (64, 64) and label.shape == (64, 64)
+        assert 0 in label and label.max() <= 10 and (label > 0).any()
+    meta = json.loads((scenes / "meta.json").read_text())
+    assert meta["classes"][0] == "background" and len(meta["classes"]) == 11
+    baseline = synthetic.all_background_scores(scenes / "annotations" / "validation")
+    assert meta["all_background_val"] == baseline and baseline["mAcc"] < 50 and baseline["mIoU"] < baseline["aAcc"]
+    assert synthetic.generate(scenes, train=8, val=4) == meta  # the same settings: kept as it is
+    with pytest.raises(EmaeError, match="other settings"):
+        synthetic.generate(scenes, train=9, val=4)
+
+
+def test_wrong_data_layout_names_the_missing_folder(tmp_path, scenes):
+    with pytest.raises(EmaeError, match="data folder not found"):
+        check_data_layout(tmp_path / "nowhere")
+    for folder in ("images/training", "annotations/training"):
+        (tmp_path / folder).mkdir(parents=True)
+    (tmp_path / "images/training/a.jpg").write_bytes(b"")
+    (tmp_path / "annotations/training/a.png").write_bytes(b"")
+    with pytest.raises(EmaeError, match="the folder 'images/validation' is missing"):
+        check_data_layout(tmp_path)
+    broken = tmp_path / "broken"
+    for folder in ("images/training", "images/validation", "annotations/training", "annotations/validation"):
+        (broken / folder).mkdir(parents=True)
+        for f in (scenes / folder).iterdir():
+            (broken / folder / f.name).write_bytes(f.read_bytes())
+    (broken / "annotations" / "validation" / "validation_000002.png").unlink()
+    with pytest.raises(EmaeError, match="1 image.*no annotation, e.g. validation_000002.png"):
+        check_data_layout(broken)
+
+
+def test_checkpoint_errors_are_one_line(tmp_path, scenes, capsys):
+    args = ["eval", "segment", "--config", TINY, "--data", str(scenes), "--output-dir", str(tmp_path)]
+    assert cli_main(args + ["--checkpoint", str(tmp_path / "missing.pth")]) == 2
+    assert "missing.pth: checkpoint not found" in capsys.readouterr().err
+    torch.save({"model": {"blocks.0.norm1.weight": torch.ones(4)}}, tmp_path / "not_vit.pth")
+    assert cli_main(args + ["--checkpoint", str(tmp_path / "not_vit.pth")]) == 2
+    assert "not a ViT encoder" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert cli_main(args + ["--checkpoint", str(tmp_path / "not_vit.pth"), "--launcher", "pytorch"]) == 2
+        assert "--launcher pytorch needs GPUs" in capsys.readouterr().err
+
+
+class StopAtThirdIteration(PlainCheckpointState):
+    """Stands for a run killed after its checkpoint at iteration 2."""
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        if runner.iter == 2:  # after the third iteration; the checkpoint of the second is written
+            raise KeyboardInterrupt
+
+
+def test_train_eval_resume_and_records(tmp_path, scenes, tiny_checkpoint, monkeypatch):
+    kwargs = dict(checkpoint=str(tiny_checkpoint), config=TINY, data=str(scenes), output_dir=str(tmp_path),
+                  iters=4, batch_size=2, cfg_options={"default_hooks.checkpoint.interval": 2})
+    with monkeypatch.context() as m:
+        m.setattr(train, "PlainCheckpointState", StopAtThirdIteration)
+        with pytest.raises(KeyboardInterrupt):
+            train.segment(**kwargs)
+    (work_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    assert (work_dir / "iter_2.pth").is_file() and not (tmp_path / "records.jsonl").exists()
+    assert torch.serialization.get_unsafe_globals_in_checkpoint(work_dir / "iter_2.pth") == []
+
+    records = train.segment(**kwargs)  # resumes at iteration 2
+    assert [r.metric for r in records] == ["mIoU", "mAcc", "aAcc"]
+    assert all(0 <= r.value <= 100 and r.protocol == "upernet" and r.dataset == "fmnist-scenes val" for r in records)
+    first = records[0]
+    assert first.method == "emae" and first.arch == "vit_tiny_fmnist" and first.extra["resumed"] is True
+    assert first.extra["load_report"] == {"missing": list(EXPECTED_MISSING), "unexpected": []}
+    assert first.extra["parts"] == 4 and first.config["iters"] == 4 and first.config["config"] == TINY
+    assert (work_dir / "iter_4.pth").is_file() and (work_dir / f"{TINY}.py").is_file()
+    logs = "".join(p.read_text() for p in work_dir.glob("*/*.log"))
+    assert "resumed epoch: 0, iter: 2" in logs
+
+    again = train.segment(**kwargs)  # finished: not run again, no duplicate records
+    assert [dataclasses.asdict(r) for r in again] == [dataclasses.asdict(r) for r in records]
+    assert len(read_records(tmp_path / "records.jsonl")) == 3
+
+
+def test_export_command_writes_the_mmseg_container(tmp_path, tiny_checkpoint):
+    dst = export_checkpoint(tiny_checkpoint, tmp_path / "mmseg.pth", "mmseg")
+    obj = torch.load(dst, weights_only=True)
+    assert set(obj) == {"state_dict", "config", "encoder", "source", "target"} and obj["target"] == "mmseg"
+    assert "layers.0.ln1.weight" in obj["state_dict"] and "norm.weight" not in obj["state_dict"]
