@@ -434,6 +434,14 @@ def eval_dataset(args, loaded: LoadedMAE):
     return spread_subset(dataset, args.num_images)
 
 
+def each_model(args, models: list[LoadedMAE]):
+    """Yield (model, its evaluation images, the images' name in records), printing each model's load notes."""
+    for loaded in models:
+        for note in loaded.notes:
+            print(f"{loaded.path}: {note}")
+        yield loaded, eval_dataset(args, loaded), data_source(args, loaded)[2]
+
+
 def spread_subset(dataset, count: int):
     """``count`` evenly spaced items of a dataset (a class-sorted folder gets every class), or all of it."""
     from torch.utils.data import Subset

@@ -36,7 +36,7 @@ from torch import Tensor
 from emae.errors import EmaeError
 from emae.losses import patchify, pixel_targets
 from emae.reconstruct import (LoadedMAE, add_data_arguments, add_model_arguments, add_record_arguments, batches,
-                              data_source, eval_dataset, load_models, pairwise_consistency, pick_device, predict,
+                              each_model, load_models, pairwise_consistency, pick_device, predict,
                               random_masks, record_base, unnormalize_predictions)
 from results.records import RECORDS_FILE, Record, append_records, provenance
 
@@ -147,11 +147,7 @@ def main(args: argparse.Namespace) -> int:
     settings = dict(protocol="consistency", masks=args.masks, eval_mask_ratio=args.mask_ratio, seed=args.seed,
                     space=args.space, num_images=args.num_images, crop_ratio=args.crop_ratio)
     records = []
-    for loaded in models:
-        for note in loaded.notes:
-            print(f"{loaded.path}: {note}")
-        _, _, data_name = data_source(args, loaded)
-        dataset = eval_dataset(args, loaded)
+    for loaded, dataset, data_name in each_model(args, models):
         started = time.perf_counter()
         result = consistency_of(loaded, dataset, args.masks, args.mask_ratio, args.seed, args.space,
                                 args.batch_size, device)

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from emae.checkpoint import encoder_info, load_checkpoint, model_state
 from emae.errors import EmaeError
 from emae.reconstruct import (UNNORM_STATS, LoadedMAE, add_data_arguments, add_model_arguments, add_record_arguments,
-                              batches, data_source, default_heads, eval_dataset, load_models, pick_device,
+                              batches, default_heads, each_model, load_models, pick_device,
                               random_masks, reconstruct, record_base, to_unit_range)
 from results.records import RECORDS_FILE, Record, append_records, provenance, sha256_file
 
@@ -307,11 +307,7 @@ def main(args: argparse.Namespace) -> int:
                     lpips_net=args.lpips_net if lpips is not None else None, classifier=args.classifier,
                     classifier_sha256=classifier_sha, classifier_model=args.classifier_model)
     records = []
-    for loaded in models:
-        for note in loaded.notes:
-            print(f"{loaded.path}: {note}")
-        _, _, data_name = data_source(args, loaded)
-        dataset = eval_dataset(args, loaded)
+    for loaded, dataset, data_name in each_model(args, models):
         started = time.perf_counter()
         result = evaluate(loaded, dataset, metrics, args.mask_ratio, args.seed, args.unnorm, args.batch_size,
                           device, lpips, fid, classifier)
