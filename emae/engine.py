@@ -90,17 +90,13 @@ def compute_loss(model: torch.nn.Module, imgs: torch.Tensor, masks, cfg: Pretrai
         pred = model(imgs, masks)
     pred = pred.float()
     w_pixel, w_consistency = cfg.loss_weights()
-    target = pixel_targets(imgs, cfg_patch_size(model), cfg.norm_pix_loss)
+    target = pixel_targets(imgs, unwrap(model).patch_size, cfg.norm_pix_loss)
     with nullcontext() if w_pixel else torch.no_grad():
         pix = pixel_loss(pred, target, masks.mask)
     with nullcontext() if w_consistency else torch.no_grad():
         cons = self_consistency_loss(pred, masks.mask)
     loss = w_pixel * pix + w_consistency * cons
     return loss, {"pixel_loss": pix.detach(), "consistency_loss": cons.detach()}
-
-
-def cfg_patch_size(model: torch.nn.Module) -> int:
-    return (model.module if isinstance(model, DistributedDataParallel) else model).patch_size
 
 
 def rng_state(mask_generator: torch.Generator) -> dict:
