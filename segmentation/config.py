@@ -61,7 +61,8 @@ def build_config(name: str, data: str | os.PathLike, seed: int, iters: int = 0, 
     """The preset with the data root, seed and overrides applied (the weights and work dir come later)."""
     cfg = Config.fromfile(str(config_path(name)))
     for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
-        cfg[loader].dataset.data_root = str(data)
+        if cfg.get(loader) is not None:
+            cfg[loader].dataset.data_root = str(data)
     cfg.randomness = dict(seed=seed)
     if iters:
         set_iterations(cfg, iters)
