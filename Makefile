@@ -9,9 +9,9 @@ PY := $(EMAE_VENV)/bin/python
 setup:
 	@bash scripts/setup.sh
 
+# MAE and EMAE on Fashion-MNIST: pre-train, export, every evaluation, report (runs/pipeline/report)
 run: setup
-	$(PY) -m emae pretrain --output-dir runs/fmnist-tiny/emae
-	$(PY) -m emae eval knn --checkpoint runs/fmnist-tiny/emae/checkpoint.pth --output-dir runs/fmnist-tiny/emae/knn
+	$(PY) -m emae pipeline --root runs/pipeline
 
 test: setup
 	$(PY) -m pytest -q tests

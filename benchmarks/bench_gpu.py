@@ -1,14 +1,14 @@
 """The step benchmarks on one GPU: ViT-B/16 at 224 px, batch 256, bf16 autocast with fused attention.
 
 Run by ``benchmarks/gpu_check.sh``. Prints images/s of ours against MAE's published formulation, EMAE
-batched against serial, and MFU: achieved FLOP/s (torch's FLOP counter) against the H100's 989 TFLOP/s
-dense bf16.
+batched against serial, MFU: achieved FLOP/s (torch's FLOP counter) against the H100's 989 TFLOP/s
+dense bf16, and the step compiled against eager.
 """
 from __future__ import annotations
 
 import torch
 
-from benchmarks.bench_step import achieved_flops, batched_vs_serial, ours_vs_reference
+from benchmarks.bench_step import achieved_flops, batched_vs_serial, compiled_vs_eager, ours_vs_reference
 from benchmarks.common import gpu_configs, header
 
 H100_BF16_DENSE = 989e12
@@ -25,6 +25,8 @@ def main(rounds: int = 5) -> None:
         batched_vs_serial(bench, rounds)
     for bench in gpu_configs():
         achieved_flops(bench, H100_BF16_DENSE, rounds, "the H100's dense bf16 peak (MFU)")
+    for bench in gpu_configs():
+        compiled_vs_eager(bench, rounds)
 
 
 if __name__ == "__main__":

@@ -6,11 +6,14 @@
    one part): target batched <= 0.9x the serial time.
 3. Achieved FLOP/s of our step (torch's FLOP counter) as a fraction of this machine's fp32 matmul rate,
    measured in the same run: target >= 0.8 for ViT-S/16 at 224.
+Also (``[compile]``): our step with the forward pass under ``torch.compile`` (``emae pretrain --compile``)
+against eager, both methods; the first compiled call (compilation) is timed apart.
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
+import time
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -108,6 +111,28 @@ def achieved_flops(bench: BenchConfig, peak: float, rounds: int, peak_name: str 
               f"of {peak_name} {peak / 1e9:.1f} GFLOP/s" + (" (target >= 0.8)" if b.name.startswith("ViT-S") else ""))
 
 
+def compiled_vs_eager(bench: BenchConfig, rounds: int) -> None:
+    for method in ("mae", "emae"):
+        b = dataclasses.replace(bench, cfg=dataclasses.replace(bench.cfg, method=method))
+        cfg = b.cfg
+        imgs, noise = inputs(b)
+        masks = make_part_masks(cfg.method_spec.masking, noise, cfg.parts, cfg.mask_ratio)
+        model = model_for(b)
+        twin = copy.deepcopy(model)
+        compiled = torch.compile(twin)
+        eager = make_step(model, build_optimizer(model, cfg, 1e-4),
+                          lambda: compute_loss(model, imgs, masks, cfg, b.amp)[0])
+        fast = make_step(twin, build_optimizer(twin, cfg, 1e-4),
+                         lambda: compute_loss(compiled, imgs, masks, cfg, b.amp)[0])
+        started = time.perf_counter()
+        fast()
+        compile_s = time.perf_counter() - started
+        t = side_by_side({"eager": eager, "compiled": fast}, rounds)
+        print(f"[compile] {b.name:16s} {method:4s} batch {b.batch:3d}: compiled {b.batch / t['compiled']:8.1f} "
+              f"img/s, eager {b.batch / t['eager']:8.1f} img/s, speed-up {t['eager'] / t['compiled']:.2f}x "
+              f"(first call, compiling: {compile_s:.0f} s)")
+
+
 def main(rounds: int = 3) -> None:
     header("pre-training step")
     peak = matmul_flops_per_s()
@@ -117,6 +142,8 @@ def main(rounds: int = 3) -> None:
         batched_vs_serial(bench, rounds)
     for bench in bench_configs():
         achieved_flops(bench, peak, rounds)
+    for bench in bench_configs():
+        compiled_vs_eager(bench, rounds)
 
 
 if __name__ == "__main__":

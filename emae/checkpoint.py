@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from emae.errors import EmaeError
+from emae.models import ARCHS
 
 DECODER_PREFIXES = ("decoder_", "mask_token")
 # the usual number of attention heads of a ViT of each width (64-d heads)
@@ -153,6 +154,20 @@ class EncoderInfo:
     @property
     def grid(self) -> int:
         return self.img_size // self.patch_size
+
+    @property
+    def registered_arch(self) -> str:
+        """The name of the registered architecture (``emae.models.ARCHS``) of this patch size, width and depth;
+        empty if there is none."""
+        shape = (self.patch_size, self.embed_dim, self.depth)
+        return next((name for name, s in ARCHS.items() if (s.patch_size, s.embed_dim, s.depth) == shape), "")
+
+    def arch_name(self, config: dict | None = None) -> str:
+        """The architecture's name: our pre-training config's, else the registered one of this shape, else a
+        description (``vit_p16_d768_l12``)."""
+        if config and "arch" in config:
+            return config["arch"]
+        return self.registered_arch or f"vit_p{self.patch_size}_d{self.embed_dim}_l{self.depth}"
 
 
 def encoder_info(encoder: dict[str, Tensor], path: str | os.PathLike, num_heads: int | None = None) -> EncoderInfo:

@@ -27,6 +27,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("visualize",): ("emae.visualize", "reconstruction grids over several mask seeds (Figures 1, 4)"),
     ("report",): ("results.report", "rebuild the paper's tables with our records"),
     ("pipeline",): ("emae.pipeline", "pre-train MAE and EMAE, run every evaluation, write the report"),
+    ("study",): ("emae.study", "pre-training length against accuracy and wall time, over seeds (Table XII)"),
 }
 
 

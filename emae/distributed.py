@@ -48,3 +48,9 @@ def all_reduce_mean(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
         dist.all_reduce(values)
         values /= info.world_size
     return values
+
+
+def shutdown_distributed() -> None:
+    """Leave the process group, if one was joined (at the end of a finished run)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

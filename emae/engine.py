@@ -29,7 +29,7 @@ from tqdm import tqdm
 from emae.checkpoint import load_checkpoint, save_checkpoint
 from emae.config import PretrainConfig, add_config_arguments, explicit_values, resolve_config
 from emae.data import SkipBadImages, build_dataset, collate_counting_skipped, pretrain_transform
-from emae.distributed import DistInfo, all_reduce_mean, init_distributed
+from emae.distributed import DistInfo, all_reduce_mean, init_distributed, shutdown_distributed
 from emae.errors import EmaeError
 from emae.losses import pixel_loss, pixel_targets, self_consistency_loss
 from emae.masking import make_part_masks, noise_shape
@@ -39,8 +39,8 @@ from results.records import Record, append_records, backbone_fields, provenance
 
 LAST = "checkpoint.pth"
 # what a resumed run may change: how it runs, not what it computes
-RESUME_OVERRIDES = {"epochs", "num_workers", "log_every", "save_every", "keep_every", "device", "skip_bad_images",
-                    "dist_timeout"}
+RESUME_OVERRIDES = {"epochs", "compile", "num_workers", "log_every", "save_every", "keep_every", "device",
+                    "skip_bad_images", "dist_timeout"}
 
 
 class NonFiniteLossError(EmaeError):
@@ -221,6 +221,7 @@ def train(cfg: PretrainConfig, resume: str | os.PathLike | None = None) -> dict:
         log.truncate_after(step)
     if info.enabled:
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    net = torch.compile(model) if cfg.compile else model  # what the forward pass runs
 
     flops = flops_per_iteration(cfg, cfg.batch_size * info.world_size * accum)
     last_loss = math.nan
@@ -228,8 +229,9 @@ def train(cfg: PretrainConfig, resume: str | os.PathLike | None = None) -> dict:
         sampler.set_epoch(epoch)
         loader_generator.manual_seed(cfg.seed * 100_003 + epoch)
         started = time.perf_counter()
-        step, last_loss, throughput = train_one_epoch(model, loader, optimizer, scheduler, scaler, mask_generator,
-                                                      cfg, epoch, step, accum, amp_dtype, log, info, out)
+        step, last_loss, throughput = train_one_epoch(model, net, loader, optimizer, scheduler, scaler,
+                                                      mask_generator, cfg, epoch, step, accum, amp_dtype, log, info,
+                                                      out)
         wall_time += time.perf_counter() - started
         done = epoch + 1
         if info.is_main and (done % cfg.save_every == 0 or done == cfg.epochs
@@ -251,12 +253,15 @@ def train(cfg: PretrainConfig, resume: str | os.PathLike | None = None) -> dict:
 
 
 def unwrap(model: torch.nn.Module) -> MaskedAutoencoderViT:
+    """The model inside a compiled and/or DDP wrapper."""
+    model = getattr(model, "_orig_mod", model)  # torch.compile's OptimizedModule
     return model.module if isinstance(model, DistributedDataParallel) else model
 
 
-def train_one_epoch(model, loader, optimizer, scheduler, scaler, mask_generator, cfg: PretrainConfig, epoch: int,
+def train_one_epoch(model, net, loader, optimizer, scheduler, scaler, mask_generator, cfg: PretrainConfig, epoch: int,
                     step: int, accum: int, amp_dtype, log: MetricsLog, info: DistInfo, out: Path):
-    """One pass over the data; returns (optimizer steps so far, mean loss of the epoch, images/s)."""
+    """One pass over the data; returns (optimizer steps so far, mean loss of the epoch, images/s). ``net`` is
+    ``model`` or its compiled wrapper: what the forward pass runs."""
     device = next(model.parameters()).device
     num_patches = unwrap(model).num_patches
     strategy = cfg.method_spec.masking
@@ -275,7 +280,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, scaler, mask_generator,
         masks = make_part_masks(strategy, noise, cfg.parts, cfg.mask_ratio)
         sync = (it + 1) % accum == 0
         with nullcontext() if sync or not isinstance(model, DistributedDataParallel) else model.no_sync():
-            loss, parts = compute_loss(model, imgs, masks, cfg, amp_dtype)
+            loss, parts = compute_loss(net, imgs, masks, cfg, amp_dtype)
             value = loss.item()
             if not math.isfinite(value):
                 raise NonFiniteLossError(
@@ -351,5 +356,6 @@ def main(args: argparse.Namespace) -> int:
     else:
         cfg, path = resolve_config(args), None
     summary = train(cfg, resume=path)
+    shutdown_distributed()
     print(json.dumps(summary, indent=2))
     return 0

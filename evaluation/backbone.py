@@ -22,7 +22,7 @@ from torch import Tensor
 
 from emae.checkpoint import EncoderInfo, encoder_info, load_checkpoint, model_state, split_encoder
 from emae.errors import EmaeError
-from emae.models import ARCHS, get_arch
+from emae.models import get_arch
 
 CLASSIFIER_PREFIX = "head."
 
@@ -87,7 +87,7 @@ def read_backbone(path: str | os.PathLike, arch: str = "") -> BackboneWeights:
     encoder = {k: v for k, v in encoder.items() if not k.startswith(CLASSIFIER_PREFIX)}
     config = _pretrain_config(obj)
     shape = encoder_info(encoder, path, num_heads=1)  # the heads are settled below
-    name = arch or (config or {}).get("arch") or _registered(shape)
+    name = arch or (config or {}).get("arch") or shape.registered_arch
     if name:
         spec = get_arch(name)
         fits = (spec.patch_size, spec.embed_dim, spec.depth) == (shape.patch_size, shape.embed_dim, shape.depth)
@@ -98,7 +98,7 @@ def read_backbone(path: str | os.PathLike, arch: str = "") -> BackboneWeights:
         info = encoder_info(encoder, path, spec.num_heads)
     else:
         info = encoder_info(encoder, path)
-        name = f"vit_p{info.patch_size}_d{info.embed_dim}_l{info.depth}"
+        name = info.arch_name()
     fc1 = encoder.get("blocks.0.mlp.fc1.weight")
     if fc1 is None:
         raise EmaeError(f"{path}: not a ViT encoder: the key 'blocks.0.mlp.fc1.weight' is missing")
@@ -114,13 +114,6 @@ def _pretrain_config(obj: dict) -> dict | None:
     if "target" in config and "encoder" in config:  # an export's metadata (safetensors)
         config = config.get("config")
     return config if isinstance(config, dict) and "arch" in config else None
-
-
-def _registered(info: EncoderInfo) -> str:
-    for name, spec in ARCHS.items():
-        if (spec.patch_size, spec.embed_dim, spec.depth) == (info.patch_size, info.embed_dim, info.depth):
-            return name
-    return ""
 
 
 def vit_kwargs(weights: BackboneWeights, img_size: int = 0, num_classes: int = 0, global_pool: str = "token",

@@ -20,6 +20,7 @@ from emae.errors import EmaeError
 from results.cost import cost_frame, cost_table, speedup_summary
 from results.plots import plot_epochs, plot_wall_time
 from results.records import Record, read_records
+from results.summary import summary_frames
 from results.tables import OURS, build_tables, load_reference, records_frame
 
 FORMATS = ("md", "html", "tex", "csv")
@@ -34,6 +35,9 @@ COST_NOTE = ("From our pretrain records: iterations, images seen and FLOPs per i
              "the accuracy is that of the same setting (method, architecture, pre-training data and epochs), "
              "linear probe where there is one, else k-NN. Speed-up: MAE's wall time over the run's, for runs that "
              "reach the accuracy of MAE's longest run (1 marks that MAE run).")
+
+SUMMARY_NOTE = ("Every metric our records hold, per pre-training setting: mean over seeds, \"± std\" where there are "
+                "several; a pretrain row is the pre-training's wall time in seconds.")
 
 
 @dataclass
@@ -52,7 +56,8 @@ def build_sections(records: list[Record], source: Path, out: Path) -> list[Secti
     """Every table of the paper with our rows, and the cost of our runs after Table I; draws the figures in ``out``.
     ``source`` is where the records were read."""
     ours = records_frame(records)
-    sections = []
+    display, numbers = summary_frames(ours)
+    sections = [Section("summary", "Our runs side by side", display, numbers, [SUMMARY_NOTE])]
     for table in build_tables(load_reference(), ours):
         name = table.spec.name
         figure = plot_epochs(table, out / "lp_vs_epochs.png") if name == "XII" else None

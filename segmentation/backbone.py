@@ -20,7 +20,6 @@ from emae.checkpoint import EncoderInfo, load_checkpoint
 from emae.errors import EmaeError
 from emae.export import export_checkpoint
 from emae.export.mmseg import CONTAINER, EXPECTED_MISSING, layer_pattern
-from emae.models import ARCHS
 
 POS_EMBED = "pos_embed"  # resized by mmseg to the backbone's grid, so only its width must match
 
@@ -37,13 +36,7 @@ class ExportedBackbone:
     @property
     def arch(self) -> str:
         """The pre-training architecture: from our config, a registered one of this shape, or a description."""
-        if self.config and "arch" in self.config:
-            return self.config["arch"]
-        info = self.info
-        for name, spec in ARCHS.items():
-            if (spec.patch_size, spec.embed_dim, spec.depth) == (info.patch_size, info.embed_dim, info.depth):
-                return name
-        return f"vit_p{info.patch_size}_d{info.embed_dim}_l{info.depth}"
+        return self.info.arch_name(self.config)
 
 
 def export_backbone(checkpoint: str | os.PathLike, dst: str | os.PathLike) -> ExportedBackbone:

@@ -64,6 +64,15 @@ def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_path):
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
 
 
+def test_compiled_forward_gives_the_losses_of_the_eager_one(tmp_path):
+    """``--compile``: the same run through torch.compile logs the same losses (to fp32 rounding of fused ops)."""
+    train(small(tmp_path / "eager", method="emae", epochs=1, warmup_epochs=0))
+    train(small(tmp_path / "compiled", method="emae", epochs=1, warmup_epochs=0, compile=True))
+    assert losses(tmp_path / "compiled") == pytest.approx(losses(tmp_path / "eager"), rel=1e-4)
+    ckpt = load_checkpoint(tmp_path / "compiled" / "checkpoint.pth")
+    assert not any(k.startswith("_orig_mod") for k in ckpt["model"])  # the plain model's keys
+
+
 def test_gradient_accumulation_reaches_the_effective_batch(tmp_path):
     train(small(tmp_path, batch_size=32, effective_batch=128, epochs=1, warmup_epochs=0))
     ckpt = load_checkpoint(tmp_path / "checkpoint.pth")

@@ -1,11 +1,17 @@
+import argparse
+import importlib
+
 import pytest
 import torch
 
-from emae import pipeline
+from emae import cli, pipeline
 from emae.config import PretrainConfig
 from emae.errors import EmaeError
 from emae.models import build_model
 from emae.pipeline import PipelineConfig, Stage, run_pipeline
+from emae.study import parse_runs, study_stages
+from results.summary import summary_frames
+from results.tables import records_frame
 
 
 def test_a_rerun_skips_finished_stages_and_stops_at_the_first_failure(tmp_path, monkeypatch, capsys):
@@ -33,3 +39,59 @@ def test_a_rerun_skips_finished_stages_and_stops_at_the_first_failure(tmp_path, 
     assert (logs / "report.log").read_text().count("$ ") == 1  # not run again
     assert (logs / "mae-export.log").read_text().count("$ ") == 2  # failed once, then ran
     assert (tmp_path / "x.pth").exists()
+
+
+def _parse(stage: Stage):
+    """Parse a stage's arguments with its own command's parser, as ``emae`` would."""
+    words = next(w for w in cli.COMMANDS if tuple(stage.argv[:len(w)]) == w)
+    parser = argparse.ArgumentParser()
+    importlib.import_module(cli.COMMANDS[words][0]).add_arguments(parser)
+    return parser.parse_args(stage.argv[len(words):])
+
+
+def test_every_pipeline_stage_parses_with_its_command(tmp_path):
+    plan = pipeline.stages(PipelineConfig(root=str(tmp_path), seed=3))
+    names = [s.name for s in plan]
+    for method in ("mae", "emae"):
+        assert names.index(f"{method}/pretrain") < names.index(f"{method}/export") < names.index(f"{method}/knn")
+    assert names[-1] == "report"
+    parsed = {s.name: _parse(s) for s in plan if s.available}
+    if "emae/detect" in parsed:
+        assert parsed["emae/detect"].opts == ["train.seed=3", "train.max_iter=150"]
+    if "emae/segment" in parsed:
+        assert (parsed["emae/segment"].iters, parsed["emae/segment"].seed) == (200, 3)
+    encoder = str(tmp_path / "emae" / "export" / "encoder.safetensors")
+    assert parsed["emae/export"].out == encoder
+    assert parsed["emae/linprobe"].checkpoint == parsed["emae/finetune"].checkpoint == encoder
+    assert [s for s in plan if s.name == "emae/pretrain"][0].resume_argv == ("--resume",)
+
+
+def test_study_plan_and_its_run_specifications(tmp_path):
+    assert parse_runs(["mae:1,4", "emae:2"]) == [("mae", 1), ("mae", 4), ("emae", 2)]
+    for bad, message in [("mae", "expected METHOD:EPOCHS"), ("byol:4", "expected METHOD:EPOCHS"),
+                         ("mae:1,x", "epochs must be integers"), ("emae:0", "epochs must be >= 1")]:
+        with pytest.raises(EmaeError, match=message):
+            parse_runs([bad])
+    plan = study_stages(tmp_path, [("mae", 8), ("emae", 2)], [0, 1], "fmnist-tiny", "fmnist", ("--subset", "64"))
+    assert [s.name for s in plan[:3]] == ["mae-ep8-seed0/pretrain", "mae-ep8-seed0/knn", "mae-ep8-seed0/linprobe"]
+    assert len(plan) == 2 * 2 * 3 + 1 and plan[-1].name == "report"
+    pretrain = _parse(plan[0])
+    assert (pretrain.method, pretrain.epochs, pretrain.warmup_epochs, pretrain.seed, pretrain.subset) == (
+        "mae", 8, 2, 0, 64)
+    assert _parse(plan[9]).seed == 1 and _parse(plan[9]).warmup_epochs == 0  # emae, 2 epochs, seed 1
+    knn, linprobe = _parse(plan[1]), _parse(plan[2])
+    assert knn.features_dir == linprobe.features_dir == str(tmp_path / "mae-ep8-seed0" / "features")
+
+
+def test_summary_puts_settings_side_by_side_with_mean_and_std():
+    from test_results import fmnist
+
+    records = [fmnist("mae", 4, value=70.0, seed=0), fmnist("mae", 4, value=72.0, seed=1),
+               fmnist("emae", 4, value=75.0, seed=0),
+               fmnist("emae", 4, protocol="pretrain", metric="loss", value=0.5, wall_time_s=120.0)]
+    display, numbers = summary_frames(records_frame(records))
+    assert list(display.columns) == ["protocol", "metric", "dataset", "MAE, 4 ep", "EMAE, 4 ep"]
+    rows = {(r.protocol, r.metric): r for r in display.itertuples(index=False)}
+    assert rows[("linprobe", "top1")][3:] == ("71.00 ± 1.41", "75.00")
+    assert rows[("pretrain", "wall time (s)")][3:] == ("-", "120.00")
+    assert numbers.loc[numbers["setting"] == "MAE, 4 ep", "n"].tolist() == [2]

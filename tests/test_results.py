@@ -248,6 +248,9 @@ def test_cost_table_and_speedup(records):
     assert cost.loc[("emae", 10), "images_seen"] == 600000 and cost.loc[("emae", 10), "flops_per_iter"] == 2.5e9
     summary = speedup_summary(cost.reset_index())
     assert len(summary) == 1 and "1.60x" in summary[0]
+    slower = cost.reset_index().assign(speedup=lambda c: c["speedup"].where(c["method"] != "emae"))
+    (line,) = speedup_summary(slower)
+    assert "no EMAE run reaches the linprobe top-1 of MAE (20 epochs, 80.0" in line
 
 
 @pytest.mark.parametrize("line, field", [
@@ -282,17 +285,18 @@ def png_size(path) -> tuple[int, int]:
 def test_report_from_records_writes_every_format(tmp_path, records):
     out = tmp_path / "report"
     assert cli.main(["report", "--records", str(records.parent), "--out", str(out)]) == 0
-    for name in ("report.md", "report.html", "report.tex", "table_II.csv", "cost.csv"):
+    for name in ("report.md", "report.html", "report.tex", "summary.csv", "table_II.csv", "cost.csv"):
         assert (out / name).stat().st_size > 0, name
     for png in ("lp_vs_epochs.png", "accuracy_vs_wall_time.png"):
         assert png_size(out / png) == (640, 480)
     page = (out / "report.html").read_text(encoding="utf-8")
-    assert page.count("<table") == len(SPECS) + 1 and page.count("data:image/png;base64,") == 2
+    assert page.count("<table") == len(SPECS) + 2 and page.count("data:image/png;base64,") == 2  # + summary, cost
     assert "70.3 ± 0.2 (Δ -0.1)" in page and "background-color" in page
     md = (out / "report.md").read_text(encoding="utf-8")
     assert "| EMAE (ours, imagenet-1k)" in md and "![lp_vs_epochs](lp_vs_epochs.png)" in md
+    assert md.index("## Our runs side by side") < md.index("## Table I:")
     tex = (out / "report.tex").read_text(encoding="utf-8")
-    assert tex.count(r"\toprule") == len(SPECS) + 1 and r"70.3 $\pm$ 0.2 ($\Delta$ -0.1)" in tex
+    assert tex.count(r"\toprule") == len(SPECS) + 2 and r"70.3 $\pm$ 0.2 ($\Delta$ -0.1)" in tex
     csv = pd.read_csv(out / "table_II.csv").set_index("Method")
     assert csv.loc["EMAE (ours, imagenet-1k)", "Linear Probing Top-1 Acc n"] == 3
 

@@ -1,0 +1,49 @@
+"""Our runs side by side: every protocol and metric measured, one column per pre-training setting.
+
+The first section of the report, and what ``emae pipeline`` and ``emae study`` print when they finish.
+A cell is the mean over seeds, with ``± std`` (sample) where there are several.
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+from results.records import read_records
+from results.tables import METHOD_NAMES, records_frame
+
+ROWS = ["protocol", "metric", "dataset"]
+SETTING = ["method", "variant", "pretrain_epochs"]
+
+
+def _setting_name(method: str, variant: str, epochs) -> str:
+    name = METHOD_NAMES.get(method, method) + (f" {variant}" if variant else "")
+    return name + ("" if pd.isna(epochs) else f", {epochs} ep")
+
+
+def summary_frames(ours: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(display, numbers) of :func:`results.tables.records_frame`'s cells: rows (protocol, metric, dataset), one
+    column per setting (method, variant, pre-training epochs); pre-training rows give wall time (s) instead of a
+    metric. ``numbers`` has the mean, std and seed count of each cell in long form."""
+    if ours.empty:
+        return pd.DataFrame(columns=ROWS), pd.DataFrame(columns=ROWS + ["setting", "mean", "std", "n"])
+    cells = ours.copy()
+    pretrain = cells[cells["protocol"] == "pretrain"].drop_duplicates(SETTING + ["seed"])
+    cells = pd.concat([cells[cells["protocol"] != "pretrain"],
+                       pretrain.assign(metric="wall time (s)", value=pretrain["wall_time_s"])], ignore_index=True)
+    cells["setting"] = [_setting_name(m, v, e) for m, v, e in zip(cells["method"], cells["variant"],
+                                                                  cells["pretrain_epochs"])]
+    first = cells.drop_duplicates("setting")
+    rank = first["method"].map({"mae": 0, "emae": 1}).fillna(2)  # MAE, then EMAE, then the ablations
+    order = first.assign(rank=rank).sort_values(["rank", "method", "variant", "pretrain_epochs"])["setting"].tolist()
+    numbers = (cells.groupby(ROWS + ["setting"], dropna=False)["value"]
+               .agg(mean="mean", std="std", n="count").reset_index())
+    text = numbers.apply(lambda r: f"{r['mean']:.2f}" + (f" ± {r['std']:.2f}" if r["n"] > 1 else ""), axis=1)
+    display = (numbers.assign(text=text).pivot(index=ROWS, columns="setting", values="text")
+               .reindex(columns=order).fillna("-").reset_index())
+    display.columns.name = None
+    return display, numbers
+
+
+def summary_markdown(records_path) -> str:
+    """The summary of every record under ``records_path`` as a Markdown table."""
+    display, _ = summary_frames(records_frame(read_records(records_path)))
+    return display.to_markdown(index=False, disable_numparse=True)
