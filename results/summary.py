@@ -14,9 +14,10 @@ ROWS = ["protocol", "metric", "dataset"]
 SETTING = ["method", "variant", "pretrain_epochs"]
 
 
-def _number(value: float) -> str:
-    """Two decimals, or three significant digits below 1 (the consistency metrics are small)."""
-    return f"{value:.2f}" if abs(value) >= 1 else f"{value:.3g}"
+def _cell(mean: float, std: float, n: int) -> str:
+    """Two decimals, or three significant digits below 1 (the consistency metrics are small); the std alike."""
+    fmt = ".2f" if abs(mean) >= 1 else ".3g"
+    return f"{mean:{fmt}}" + (f" ± {std:{fmt}}" if n > 1 else "")
 
 
 def _setting_name(method: str, variant: str, epochs) -> str:
@@ -41,7 +42,7 @@ def summary_frames(ours: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     order = first.assign(rank=rank).sort_values(["rank", "method", "variant", "pretrain_epochs"])["setting"].tolist()
     numbers = (cells.groupby(ROWS + ["setting"], dropna=False)["value"]
                .agg(mean="mean", std="std", n="count").reset_index())
-    text = numbers.apply(lambda r: _number(r["mean"]) + (f" ± {_number(r['std'])}" if r["n"] > 1 else ""), axis=1)
+    text = numbers.apply(lambda r: _cell(r["mean"], r["std"], r["n"]), axis=1)
     display = (numbers.assign(text=text).pivot(index=ROWS, columns="setting", values="text")
                .reindex(columns=order).fillna("-").reset_index())
     display.columns.name = None
