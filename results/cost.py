@@ -83,7 +83,8 @@ def cost_table(cost: pd.DataFrame) -> pd.DataFrame:
         name = METHOD_NAMES.get(run["method"], run["method"]) + (f" ({run['variant']})" if run["variant"] else "")
         rows.append([name, run["arch"], run["pretrain_data"], num(run["pretrain_epochs"], "d"), str(run["seeds"]),
                      num(run["iterations"], ",.0f"), num(run["images_seen"], ",.0f"),
-                     num(run["flops_per_iter"] / 1e9, ",.1f"), num(run["wall_time_h"], ".2f" if run["wall_time_h"] >= 0.1 else ".4f"), run["hardware"],
+                     num(run["flops_per_iter"] / 1e9, ",.1f"),
+                     num(run["wall_time_h"], ".2f" if run["wall_time_h"] >= 0.1 else ".4f"), run["hardware"],
                      num(run["top1"], ".1f"), "-" if pd.isna(run["protocol"]) else run["protocol"],
                      num(run["speedup"], ".2f")])
     return pd.DataFrame(rows, columns=COLUMNS)
