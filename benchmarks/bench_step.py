@@ -34,6 +34,12 @@ def make_step(model, optimizer, loss_fn):
     return step
 
 
+def our_step(model, forward, bench: BenchConfig, imgs, masks):
+    """Our optimiser step of ``model`` with the forward pass run by ``forward`` (the model or a wrapper)."""
+    return make_step(model, build_optimizer(model, bench.cfg, 1e-4),
+                     lambda: compute_loss(forward, imgs, masks, bench.cfg, bench.amp)[0])
+
+
 def inputs(bench: BenchConfig):
     cfg = bench.cfg
     torch.manual_seed(0)
@@ -59,8 +65,7 @@ def ours_vs_reference(bench: BenchConfig, rounds: int) -> None:
         with torch.autocast(bench.device, dtype=bench.amp, enabled=bench.amp is not None):
             return reference_loss(ref_model, imgs, noise, cfg.mask_ratio)
 
-    ours = make_step(model, build_optimizer(model, cfg, 1e-4),
-                     lambda: compute_loss(model, imgs, masks, cfg, bench.amp)[0])
+    ours = our_step(model, model, bench, imgs, masks)
     ref = make_step(ref_model, reference_optimizer(ref_model, 1e-4), ref_loss)
     t = side_by_side({"ours": ours, "reference": ref}, rounds)
     print(f"[1] {bench.name:16s} batch {bench.batch:3d}: ours {bench.batch / t['ours']:8.1f} img/s, "
@@ -93,42 +98,37 @@ def batched_vs_serial(bench: BenchConfig, rounds: int) -> None:
           f"{cfg.parts} serial MAE steps {t['serial']:.3f} s, ratio {t['batched'] / t['serial']:.2f} (target <= 0.9)")
 
 
-def achieved_flops(bench: BenchConfig, peak: float, rounds: int, peak_name: str = "the fp32 matmul rate") -> None:
+def method_cases(bench: BenchConfig):
+    """MAE, then EMAE, at the bench's config: (bench, images, masks, a fresh model) for each."""
     for method in ("mae", "emae"):
         b = dataclasses.replace(bench, cfg=dataclasses.replace(bench.cfg, method=method))
-        cfg = b.cfg
         imgs, noise = inputs(b)
-        masks = make_part_masks(cfg.method_spec.masking, noise, cfg.parts, cfg.mask_ratio)
-        model = model_for(b)
-        step = make_step(model, build_optimizer(model, cfg, 1e-4),
-                         lambda: compute_loss(model, imgs, masks, cfg, b.amp)[0])
+        masks = make_part_masks(b.cfg.method_spec.masking, noise, b.cfg.parts, b.cfg.mask_ratio)
+        yield b, imgs, masks, model_for(b)
+
+
+def achieved_flops(bench: BenchConfig, peak: float, rounds: int, peak_name: str = "the fp32 matmul rate") -> None:
+    for b, imgs, masks, model in method_cases(bench):
+        step = our_step(model, model, b, imgs, masks)
         with FlopCounterMode(display=False) as counter:
             step()
         flops = counter.get_total_flops()
         seconds = side_by_side({"step": step}, rounds)["step"]
-        print(f"[3] {b.name:16s} {method:4s} batch {b.batch:3d}: {b.batch / seconds:8.1f} img/s, "
+        print(f"[3] {b.name:16s} {b.cfg.method:4s} batch {b.batch:3d}: {b.batch / seconds:8.1f} img/s, "
               f"{flops / 1e9:8.1f} GFLOP/step, {flops / seconds / 1e9:9.1f} GFLOP/s = {flops / seconds / peak:.2f} "
               f"of {peak_name} {peak / 1e9:.1f} GFLOP/s" + (" (target >= 0.8)" if b.name.startswith("ViT-S") else ""))
 
 
 def compiled_vs_eager(bench: BenchConfig, rounds: int) -> None:
-    for method in ("mae", "emae"):
-        b = dataclasses.replace(bench, cfg=dataclasses.replace(bench.cfg, method=method))
-        cfg = b.cfg
-        imgs, noise = inputs(b)
-        masks = make_part_masks(cfg.method_spec.masking, noise, cfg.parts, cfg.mask_ratio)
-        model = model_for(b)
+    for b, imgs, masks, model in method_cases(bench):
         twin = copy.deepcopy(model)
-        compiled = torch.compile(twin)
-        eager = make_step(model, build_optimizer(model, cfg, 1e-4),
-                          lambda: compute_loss(model, imgs, masks, cfg, b.amp)[0])
-        fast = make_step(twin, build_optimizer(twin, cfg, 1e-4),
-                         lambda: compute_loss(compiled, imgs, masks, cfg, b.amp)[0])
+        eager = our_step(model, model, b, imgs, masks)
+        fast = our_step(twin, torch.compile(twin), b, imgs, masks)
         started = time.perf_counter()
         fast()
         compile_s = time.perf_counter() - started
         t = side_by_side({"eager": eager, "compiled": fast}, rounds)
-        print(f"[compile] {b.name:16s} {method:4s} batch {b.batch:3d}: compiled {b.batch / t['compiled']:8.1f} "
+        print(f"[compile] {b.name:16s} {b.cfg.method:4s} batch {b.batch:3d}: compiled {b.batch / t['compiled']:8.1f} "
               f"img/s, eager {b.batch / t['eager']:8.1f} img/s, speed-up {t['eager'] / t['compiled']:.2f}x "
               f"(first call, compiling: {compile_s:.0f} s)")
 
