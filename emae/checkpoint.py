@@ -33,6 +33,7 @@ HEADS_BY_WIDTH = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16}
 def save_checkpoint(obj: dict, path: str | os.PathLike) -> None:
     """Write ``obj`` with ``torch.save`` atomically: temporary file, fsync, rename."""
     path = Path(path)
+    _check_writable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -44,6 +45,14 @@ def save_checkpoint(obj: dict, path: str | os.PathLike) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _check_writable(path: Path) -> None:
+    if path.is_dir():
+        raise EmaeError(f"{path}: is a folder; name the file to write")
+    blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise EmaeError(f"{path}: cannot be written: {blocking} is a file, not a folder")
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -59,27 +68,45 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        text = " ".join(str(e).split())
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        if not found:  # not an object weights_only refuses: a damaged file
+            problem = re.search(r"WeightsUnpickler error: (.*?)(?: Check the documentation|$)", text)
+            raise EmaeError(f"{path}: not a readable checkpoint (truncated or corrupt)"
+                            f"{_detail(path, problem.group(1) if problem else 'cannot be unpickled')}") from None
         raise EmaeError(
-            f"{path}: refused: it holds pickled Python objects, which could run code when loaded, and only "
-            f"tensors, numbers, strings and containers are read. Re-save the weights alone (for example "
-            f"torch.save(ckpt['model'], 'weights.pth') in a trusted session) or as safetensors. "
-            f"Detail: {str(e).splitlines()[0]}") from None
-    except (RuntimeError, EOFError, OSError) as e:
-        raise EmaeError(f"{path}: not a readable checkpoint (truncated or corrupt): {e}") from None
+            f"{path}: refused: it holds pickled Python objects ({found.group(1)}), which could run code when "
+            f"loaded, and only tensors, numbers, strings and containers are read. Re-save the weights alone (for "
+            f"example torch.save(ckpt['model'], 'weights.pth') in a trusted session) or as safetensors") from None
+    except Exception as e:  # torch.load fails in many ways on a file it cannot parse
+        raise EmaeError(f"{path}: not a readable checkpoint (truncated or corrupt){_detail(path, e)}") from None
     if not isinstance(obj, dict):
         raise EmaeError(f"{path}: expected a dict of tensors or a checkpoint dict, got {type(obj).__name__}")
     return obj
 
 
+def _detail(path: Path, error: Exception | str) -> str:
+    """``: reason`` for a checkpoint that cannot be read: what its first bytes say, else the error's first
+    sentence, on one line."""
+    if path.stat().st_size == 0:
+        return ": the file is empty"
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if path.suffix != ".safetensors" and head[:2] != b"PK" and head[:1] != b"\x80":
+        return ": it is neither a torch.save zip archive nor a pickle"
+    text = " ".join(str(error).split()).split(". ")[0].rstrip(".")
+    return f": {text}" if text and not text.isdigit() else f": {type(error).__name__}"
+
+
 def _load_safetensors(path: Path) -> dict[str, Any]:
-    from safetensors import SafetensorError, safe_open
+    from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="pt") as f:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
             metadata = f.metadata() or {}
-    except (SafetensorError, OSError) as e:
-        raise EmaeError(f"{path}: not a readable safetensors file (truncated or corrupt): {e}") from None
+    except Exception as e:  # SafetensorError, OSError, or a header that is not JSON
+        raise EmaeError(f"{path}: not a readable safetensors file (truncated or corrupt){_detail(path, e)}") from None
     obj: dict[str, Any] = {"model": tensors}
     for key, text in metadata.items():
         try:
@@ -94,6 +121,7 @@ def save_safetensors(tensors: dict[str, Tensor], path: str | os.PathLike, metada
     from safetensors.torch import save_file
 
     path = Path(path)
+    _check_writable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp),
@@ -134,8 +162,9 @@ def load_mae_state(model: torch.nn.Module, state: dict[str, Tensor], path: str |
     missing = sorted(set(own) - set(state))
     missing_encoder = [k for k in missing if not k.startswith(DECODER_PREFIXES)]
     if unexpected or mismatched or missing_encoder:
-        raise EmaeError(f"{path}: does not fit the model: unexpected keys {unexpected[:8]}, missing encoder keys "
-                        f"{missing_encoder[:8]}, shape mismatches {mismatched[:8]}")
+        problems = [f"{what} {keys[:8]}" for what, keys in (("unexpected keys", unexpected), ("missing encoder keys",
+                    missing_encoder), ("shape mismatches", mismatched)) if keys]
+        raise EmaeError(f"{path}: does not fit the model: {'; '.join(problems)}")
     model.load_state_dict(state, strict=False)
     return missing
 
@@ -207,7 +236,12 @@ def load_encoder(path: str | os.PathLike) -> tuple[dict[str, Tensor], EncoderInf
     encoder, _ = split_encoder(model_state(obj, path))
     config = obj.get("config") if isinstance(obj.get("config"), dict) else None
     if config and "arch" in config:
-        heads = get_arch(config["arch"]).num_heads
-    else:
-        heads = obj["encoder"]["num_heads"] if isinstance(obj.get("encoder"), dict) else None
+        arch = get_arch(config["arch"])
+        info = encoder_info(encoder, path, arch.num_heads)
+        if (info.patch_size, info.embed_dim, info.depth) != (arch.patch_size, arch.embed_dim, arch.depth):
+            raise EmaeError(f"{path}: the weights are a ViT with patch {info.patch_size}, width {info.embed_dim} "
+                            f"and depth {info.depth}, but its config names {config['arch']} (patch "
+                            f"{arch.patch_size}, width {arch.embed_dim}, depth {arch.depth})")
+        return encoder, info, config
+    heads = obj["encoder"]["num_heads"] if isinstance(obj.get("encoder"), dict) else None
     return encoder, encoder_info(encoder, path, heads), config

@@ -176,11 +176,6 @@ def train(cfg: PretrainConfig, resume: str | os.PathLike | None = None) -> dict:
     random.seed(cfg.seed + info.rank)
     np.random.seed(cfg.seed + info.rank)
     out = Path(cfg.output_dir)
-    if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
-        for stale in out.glob(".checkpoint*.tmp"):  # left by a run killed while writing a checkpoint
-            stale.unlink()
 
     dataset = build_dataset(cfg.dataset, cfg.data, True, pretrain_transform(cfg.img_size, cfg.mean, cfg.std,
                             cfg.crop_min_scale), cfg.in_chans, cfg.subset)
@@ -208,12 +203,21 @@ def train(cfg: PretrainConfig, resume: str | os.PathLike | None = None) -> dict:
     amp_dtype = autocast_dtype(cfg.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     mask_generator = torch.Generator(device=device).manual_seed(cfg.seed + info.rank)
-    log = MetricsLog(out, info.is_main)
-
     start_epoch, step, wall_time = 0, 0, 0.0
-    if resume is not None:
-        ckpt = load_checkpoint(resume)
-        model.load_state_dict(ckpt["model"])
+    ckpt = load_checkpoint(resume) if resume is not None else None
+    if ckpt is not None:
+        try:
+            model.load_state_dict(ckpt["model"])
+        except RuntimeError as e:
+            raise EmaeError(f"{resume}: its weights do not fit its config's model ({cfg.arch}): "
+                            f"{' '.join(str(e).split())[:300]}") from None
+    if info.is_main:  # the data, model and checkpoint are good: the run's folder may be written
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+        for stale in out.glob(".checkpoint*.tmp"):  # left by a run killed while writing a checkpoint
+            stale.unlink()
+    log = MetricsLog(out, info.is_main)
+    if ckpt is not None:
         optimizer.load_state_dict(ckpt["optimizer"])
         scaler.load_state_dict(ckpt["scaler"])
         set_rng_state(ckpt["rng"], mask_generator)
@@ -341,6 +345,9 @@ def resume_config(args: argparse.Namespace) -> tuple[PretrainConfig, Path]:
     ckpt = load_checkpoint(path)
     if "config" not in ckpt:
         raise EmaeError(f"{path}: has no 'config'; only checkpoints of emae pretrain can be resumed")
+    lacking = [k for k in ("model", "optimizer", "scaler", "epoch", "step", "wall_time_s", "rng") if k not in ckpt]
+    if lacking:
+        raise EmaeError(f"{path}: not a checkpoint emae pretrain can resume: it has no {lacking}")
     values = dict(ckpt["config"])
     changed = {k: v for k, v in given.items() if k not in RESUME_OVERRIDES and k != "output_dir"
                and PretrainConfig.from_dict({k: v}).to_dict()[k] != values.get(k)}
@@ -355,6 +362,9 @@ def main(args: argparse.Namespace) -> int:
         cfg, path = resume_config(args)
     else:
         cfg, path = resolve_config(args), None
+        if (Path(cfg.output_dir) / LAST).exists():
+            raise EmaeError(f"{Path(cfg.output_dir) / LAST}: this folder holds a run; continue it with --resume or "
+                            f"choose another --output-dir")
     summary = train(cfg, resume=path)
     shutdown_distributed()
     print(json.dumps(summary, indent=2))

@@ -105,7 +105,15 @@ class State:
 
     def __init__(self, path: Path):
         self.path = path
-        self.data = json.loads(path.read_text()) if path.exists() else {"done": {}, "started": []}
+        self.data = {"done": {}, "started": []}
+        if path.exists():
+            try:
+                self.data = json.loads(path.read_text())
+            except ValueError as e:
+                raise EmaeError(f"{path}: not valid JSON ({e}); remove it to run every stage again") from None
+            if not isinstance(self.data, dict) or not {"done", "started"} <= set(self.data):
+                raise EmaeError(f"{path}: not a pipeline state (no 'done' and 'started'); remove it to run every "
+                                f"stage again")
 
     def save(self) -> None:
         tmp = self.path.with_suffix(".tmp")
@@ -131,6 +139,25 @@ def last_error(log: Path) -> str:
     return errors[-1] if errors else "\n".join(lines[-15:])
 
 
+def check_stages(plan: list[Stage], root: Path) -> None:
+    """What can be checked before the first stage runs: every pre-training's flags and preset, every
+    evaluation's preset, and the records already under ``root`` (which the report will read)."""
+    from emae import engine
+    from emae.cli import CommandParser
+    from evaluation.presets import PROTOCOLS, preset_values
+    from results.records import read_records
+
+    for stage in plan:
+        if stage.argv[:1] == ("pretrain",):
+            parser = CommandParser(prog=f"emae pretrain (stage {stage.name})")
+            engine.add_arguments(parser)
+            engine.resolve_config(parser.parse_args(stage.argv[1:]))
+        elif stage.argv[:1] == ("eval",) and stage.argv[1] in PROTOCOLS and "--preset" in stage.argv:
+            preset_values(stage.argv[stage.argv.index("--preset") + 1], stage.argv[1])
+    if root.is_dir():
+        read_records(root)
+
+
 def run_pipeline(cfg: PipelineConfig) -> int:
     return run_stages(stages(cfg), Path(cfg.root), asdict(cfg))
 
@@ -139,9 +166,10 @@ def run_stages(plan: list[Stage], root: Path, config: dict) -> int:
     """Run the stages in order, skipping those ``ROOT/pipeline.json`` records as done, then print the summary
     of the records written; raises EmaeError with the failed stage's error. ``config`` (the run's settings)
     is saved as ``ROOT/config.json``."""
+    check_stages(plan, root)
+    state = State(root / "pipeline.json")
     root.mkdir(parents=True, exist_ok=True)
     (root / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    state = State(root / "pipeline.json")
     started = time.perf_counter()
     for index, stage in enumerate(plan, 1):
         prefix = f"[{index:2d}/{len(plan)}] {stage.name:<22}"

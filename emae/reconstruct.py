@@ -130,6 +130,11 @@ def load_mae_model(path: str | os.PathLike, num_heads: int | None = None, decode
         arch = ARCHS.get(config["arch"])
         if arch is None:
             raise EmaeError(f"{path}: the checkpoint's architecture {config['arch']!r} is not registered")
+        have = (shape["patch_size"], shape["embed_dim"], shape["depth"])
+        if have != (arch.patch_size, arch.embed_dim, arch.depth):
+            raise EmaeError(f"{path}: the weights are a ViT with patch {have[0]}, width {have[1]} and depth "
+                            f"{have[2]}, but its config names {config['arch']} (patch {arch.patch_size}, width "
+                            f"{arch.embed_dim}, depth {arch.depth})")
         num_heads, decoder_num_heads = arch.num_heads, arch.decoder_num_heads
     else:
         if num_heads is None:
@@ -463,6 +468,17 @@ def record_base(loaded: LoadedMAE, args, settings: dict) -> tuple[dict, dict]:
     config["eval"] = dict(settings, checkpoint=loaded.path, norm_pix=loaded.norm_pix, mean=list(loaded.mean),
                           std=list(loaded.std))
     return fields, config
+
+
+def records_path(args) -> Path:
+    """``OUTPUT_DIR/records.jsonl``, whose existing records must be readable: a damaged file is an error
+    before the work, not after it."""
+    from results.records import RECORDS_FILE, read_records
+
+    path = Path(args.output_dir) / RECORDS_FILE
+    if path.exists():
+        read_records(path)
+    return path
 
 
 def add_record_arguments(parser) -> None:

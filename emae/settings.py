@@ -60,14 +60,19 @@ def load_config_file(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise EmaeError(f"{path}: config file not found")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise EmaeError(f"{path}: not a text file (a config file is YAML or JSON)") from None
     if path.suffix in (".yaml", ".yml"):
         import yaml
 
         try:
             values = yaml.safe_load(text)
         except yaml.YAMLError as e:
-            raise EmaeError(f"{path}: not valid YAML: {e}") from None
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise EmaeError(f"{path}: not valid YAML: {getattr(e, 'problem', None) or e}{where}") from None
     else:
         try:
             values = json.loads(text)
@@ -104,7 +109,10 @@ def given_values(cls, args: argparse.Namespace) -> dict:
 
 def resolve(cls, args: argparse.Namespace, preset_values) -> dict:
     """defaults < preset (``preset_values(name)``) < ``--config`` file < explicit flags, as a dict."""
-    values = load_config_file(args.config_file) if getattr(args, "config_file", None) else {}
+    values = {}
+    if getattr(args, "config_file", None):
+        values = load_config_file(args.config_file)
+        from_dict(cls, values, source=str(args.config_file))  # an unknown key or a wrong type names the file
     values.update(given_values(cls, args))
     merged = preset_values(values.get("preset", cls.preset))
     merged.update(values)

@@ -152,6 +152,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     if args.cell < 1 or args.pad < 0:
         raise EmaeError("--cell must be >= 1 and --pad >= 0")
+    out = Path(args.out)
+    if out.suffix.lower() not in Image.registered_extensions() or out.is_dir():
+        raise EmaeError(f"{out}: --out must name an image file (.png, .jpg, ...)")
     device = pick_device(args.device)
     models = load_models(args)
     for m in models:
@@ -163,7 +166,6 @@ def main(args: argparse.Namespace) -> int:
     show_labels = len(models) > 1 and not args.no_titles
     grid = compose_grid(rows, args.cell, args.pad, None if args.no_titles else titles,
                         labels if show_labels else None)
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     grid.save(out, optimize=True)
     print(f"wrote {out} ({grid.width}x{grid.height} px: {len(rows)} rows, {len(titles)} columns)")

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -37,8 +36,8 @@ from emae.errors import EmaeError
 from emae.losses import patchify, pixel_targets
 from emae.reconstruct import (LoadedMAE, add_data_arguments, add_model_arguments, add_record_arguments, batches,
                               each_model, load_models, pairwise_consistency, pick_device, predict,
-                              random_masks, record_base, unnormalize_predictions)
-from results.records import RECORDS_FILE, Record, append_records, provenance
+                              random_masks, record_base, records_path, unnormalize_predictions)
+from results.records import Record, append_records, provenance
 
 SPACES = ("pixel", "prediction")
 METRICS = ("pairwise_l1", "prediction_var", "masked_l1", "prediction_spread")
@@ -142,8 +141,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
+    records_file = records_path(args)
     models = load_models(args)
-    out = Path(args.output_dir)
     settings = dict(protocol="consistency", masks=args.masks, eval_mask_ratio=args.mask_ratio, seed=args.seed,
                     space=args.space, num_images=args.num_images, crop_ratio=args.crop_ratio)
     records = []
@@ -166,6 +165,6 @@ def main(args: argparse.Namespace) -> int:
               f"{result['prediction_var']:.5f}, masked L1 error {result['masked_l1']:.4f}, spread of masked "
               f"predictions {result['prediction_spread']:.4f}; {result['images']} images x {args.masks} masks, "
               f"{args.space} space, {wall:.1f} s")
-    append_records(out / RECORDS_FILE, records)
-    print(f"wrote {len(records)} records to {out / RECORDS_FILE}")
+    append_records(records_file, records)
+    print(f"wrote {len(records)} records to {records_file}")
     return 0

@@ -36,8 +36,8 @@ from emae.checkpoint import encoder_info, load_checkpoint, model_state
 from emae.errors import EmaeError
 from emae.reconstruct import (UNNORM_STATS, LoadedMAE, add_data_arguments, add_model_arguments, add_record_arguments,
                               batches, default_heads, each_model, load_models, pick_device,
-                              random_masks, reconstruct, record_base, to_unit_range)
-from results.records import RECORDS_FILE, Record, append_records, provenance, sha256_file
+                              random_masks, reconstruct, record_base, records_path, to_unit_range)
+from results.records import Record, append_records, provenance, sha256_file
 
 METRICS = ("ssim", "lpips", "fid")
 LPIPS_NETS = {"alex": ("alexnet", "alexnet-owt-7be5be79.pth"), "vgg": ("vgg16", "vgg16-397923af.pth"),
@@ -289,6 +289,7 @@ def main(args: argparse.Namespace) -> int:
     device = pick_device(args.device)
     metrics = args.metrics or ["ssim"] + (["lpips"] if args.lpips_weights else []) + (
         ["fid"] if args.fid_weights else [])
+    records_file = records_path(args)
     models = load_models(args)
     first = models[0]
     lpips = build_lpips(args.lpips_weights, args.lpips_net, first.img_size, args.lpips_lin_weights) \
@@ -301,7 +302,6 @@ def main(args: argparse.Namespace) -> int:
         mean = args.classifier_mean or (config or {}).get("mean") or first.mean
         std = args.classifier_std or (config or {}).get("std") or first.std
         classifier, classifier_sha = (net, size, tuple(mean), tuple(std)), sha256_file(args.classifier)
-    out = Path(args.output_dir)
     settings = dict(protocol="reconstruction", metrics=list(metrics), eval_mask_ratio=args.mask_ratio,
                     seed=args.seed, unnorm=args.unnorm, num_images=args.num_images, crop_ratio=args.crop_ratio,
                     lpips_net=args.lpips_net if lpips is not None else None, classifier=args.classifier,
@@ -327,6 +327,6 @@ def main(args: argparse.Namespace) -> int:
                                       value=result[metric], dataset=data_name, seed=args.seed, extra=cls_extra, **prov))
         shown = ", ".join(f"{k} {v:.4g}" for k, v in result.items() if k != "images")
         print(f"{loaded.name} ({loaded.path}): {shown} on {result['images']} images, {wall:.1f} s")
-    append_records(out / RECORDS_FILE, records)
-    print(f"wrote {len(records)} records to {out / RECORDS_FILE}")
+    append_records(records_file, records)
+    print(f"wrote {len(records)} records to {records_file}")
     return 0

@@ -38,6 +38,8 @@ def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, target: st
     The format follows ``dst``'s suffix: ``.safetensors`` or a ``torch.save`` file.
     """
     module = _target(target)
+    if Path(dst).exists() and Path(dst).resolve() == Path(src).resolve():
+        raise EmaeError(f"{dst}: --out is the checkpoint being exported; choose another file")
     encoder, info, config = load_encoder(src)
     tensors = module.convert(encoder, info)
     meta = {"config": config, "encoder": dataclasses.asdict(info), "source": str(src), "target": target}
