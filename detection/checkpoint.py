@@ -19,12 +19,13 @@ from detectron2.modeling import ViT
 from fvcore.common.checkpoint import _IncompatibleKeys
 from torch import nn
 
-from emae.checkpoint import EncoderInfo, load_checkpoint
+from emae.checkpoint import EncoderInfo, load_checkpoint, load_encoder
 from emae.errors import EmaeError
 from emae.export import export_checkpoint
 from emae.export.detectron2 import PREFIX
 
 TARGET = "detectron2"
+BACKBONE_FILE = "backbone_detectron2.pth"  # a checkpoint's conversion, in the run's output folder
 UNTRAINED_IN_VIT = ("attn.rel_pos_h", "attn.rel_pos_w")  # ViT weights that pre-training does not have
 
 
@@ -37,9 +38,10 @@ class Backbone:
     pretrain_config: dict | None  # our pre-training config (None for official MAE / timm checkpoints)
 
 
-def prepare_backbone(checkpoint: str | os.PathLike, out_dir: str | os.PathLike) -> Backbone:
+def prepare_backbone(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, dry_run: bool = False) -> Backbone:
     """A file ``DetectionCheckpointer`` loads: ``checkpoint`` itself if ``emae export --to detectron2`` wrote
-    it as ``.pth``, else its conversion written to ``out_dir/backbone_detectron2.pth``."""
+    it as ``.pth``, else its conversion written to ``out_dir/backbone_detectron2.pth``. ``dry_run``: read
+    the checkpoint and say where its conversion would go, but write nothing."""
     checkpoint = Path(checkpoint)
     obj = load_checkpoint(checkpoint)
     if obj.get("target") == TARGET:
@@ -47,7 +49,10 @@ def prepare_backbone(checkpoint: str | os.PathLike, out_dir: str | os.PathLike) 
             raise EmaeError(f"{checkpoint}: a detectron2 export as safetensors, which detectron2 does not read; "
                             f"pass the .pth export or the pre-training checkpoint")
         return Backbone(checkpoint, EncoderInfo(**obj["encoder"]), obj.get("config"))
-    path = export_checkpoint(checkpoint, Path(out_dir) / "backbone_detectron2.pth", TARGET)
+    if dry_run:
+        _, info, config = load_encoder(checkpoint)
+        return Backbone(Path(out_dir) / BACKBONE_FILE, info, config)
+    path = export_checkpoint(checkpoint, Path(out_dir) / BACKBONE_FILE, TARGET)
     exported = load_checkpoint(path)
     return Backbone(path, EncoderInfo(**exported["encoder"]), exported.get("config"))
 

@@ -12,12 +12,14 @@ Layout (what :mod:`detection.datasets` reads)::
     OUT/val/000000.png ...
     OUT/annotations/instances_train.json   COCO instances, masks as RLE
     OUT/annotations/instances_val.json
+    OUT/meta.json                          the dataset's name (``fmnist-scenes``), settings and splits
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -28,6 +30,7 @@ from pycocotools import mask as mask_utils
 from emae.config import FASHION_MNIST_DIR
 from emae.data import FASHION_MNIST_CLASSES, FashionMNIST
 from emae.errors import EmaeError
+from results.datasets import META_FILE, SCENES
 
 MASK_THRESHOLD = 24  # grey level (0-255) above which an item pixel belongs to its mask
 PLACEMENT_TRIES = 50
@@ -117,11 +120,55 @@ def write_split(out: Path, split: str, items: FashionMNIST, count: int, spec: Sc
 
 def make_dataset(out: str | os.PathLike, fashion_mnist: str | os.PathLike = FASHION_MNIST_DIR, train: int = 1000,
                  val: int = 100, spec: SceneSpec = SceneSpec(), seed: int = 0) -> list[dict]:
-    """Write the ``train`` and ``val`` splits under ``out``; returns one summary per split."""
+    """Write the ``train`` and ``val`` splits under ``out``; returns one summary per split.
+
+    The dataset is built beside ``out`` and renamed into place, so ``out`` holds a whole dataset or none.
+    An existing ``out`` made with the same settings is kept as it is; any other existing ``out`` (but an
+    empty folder) is an error and is left untouched.
+    """
     spec.validate()
     out = Path(out)
-    return [write_split(out, "train", FashionMNIST(fashion_mnist, train=True), train, spec, seed),
-            write_split(out, "val", FashionMNIST(fashion_mnist, train=False), val, spec, seed + 1)]
+    settings = {"train": train, "val": val, "seed": seed, "scene_spec": asdict(spec)}
+    if out.exists() and not (out.is_dir() and not any(out.iterdir())):
+        return _existing(out, settings)
+    if train < 1 or val < 1:
+        raise EmaeError(f"need at least one scene per split, got train={train}, val={val}")
+    items = {"train": FashionMNIST(fashion_mnist, train=True), "val": FashionMNIST(fashion_mnist, train=False)}
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        summaries = [write_split(tmp, "train", items["train"], train, spec, seed),
+                     write_split(tmp, "val", items["val"], val, spec, seed + 1)]
+        meta = {"name": SCENES, "settings": settings,
+                "splits": [dict(s, json=str(Path(s["json"]).relative_to(tmp))) for s in summaries]}
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        if out.exists():
+            out.rmdir()  # the empty folder the dataset replaces
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return _summaries(out, meta)
+
+
+def _summaries(out: Path, meta: dict) -> list[dict]:
+    return [dict(s, json=str(out / s["json"])) for s in meta["splits"]]
+
+
+def _existing(out: Path, settings: dict) -> list[dict]:
+    meta_file = out / META_FILE
+    if not meta_file.is_file():
+        raise EmaeError(f"{out}: exists and is not a dataset made by emae data detection (no {META_FILE}); "
+                        f"choose another --out")
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    except ValueError:
+        raise EmaeError(f"{meta_file}: not valid JSON; remove the folder and make the dataset again") from None
+    if not isinstance(meta, dict) or meta.get("settings") != settings or "splits" not in meta:
+        raise EmaeError(f"{out}: already holds a dataset made with other settings "
+                        f"({meta.get('settings') if isinstance(meta, dict) else meta}); choose another --out or "
+                        f"remove it")
+    return _summaries(out, meta)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -39,6 +39,7 @@ from detection.datasets import check_same_categories, find_split, read_categorie
 from emae.checkpoint import EncoderInfo
 from emae.errors import EmaeError
 from emae.models import ARCHS
+from results.datasets import record_dataset
 from results.records import RECORDS_FILE, Record, append_records, backbone_fields, provenance, read_records
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -91,7 +92,13 @@ def config_file(name: str) -> Path:
 def load_config(name: str, opts: list[str]):
     """A LazyConfig with ``opts`` (``KEY=VALUE``, keys that exist) applied."""
     path = config_file(name)
-    cfg = LazyConfig.load(str(path))
+    try:
+        cfg = LazyConfig.load(str(path))
+    except Exception as e:  # the file is Python that detectron2 runs: any error in it is the config's
+        cause = e.__cause__ or e.__context__ if "syntax error" in str(e) else e
+        detail = (f"{cause.msg} (line {cause.lineno})" if isinstance(cause, SyntaxError) and cause.lineno
+                  else f"{type(e).__name__}: {' '.join(str(e).split())}")
+        raise EmaeError(f"{path}: not a readable LazyConfig: {detail}") from None
     for key in ("model", "dataloader", "optimizer", "lr_multiplier", "train", "benchmark"):
         if key not in cfg:
             raise EmaeError(f"{path}: not a detection config of this suite: it defines no '{key}'")
@@ -203,8 +210,9 @@ def preflight(settings: DetectSettings) -> Plan | None:
     check_settings(settings)
     if finished_records(out):
         return None
+    plan = Plan(settings, prepare_backbone(settings.checkpoint, out, dry_run=True), started)
+    build_config(plan)  # raises on a bad config, data folder or backbone size, before anything is written
     plan = Plan(settings, prepare_backbone(settings.checkpoint, out), started)
-    build_config(plan)  # raises on a bad config, data folder or backbone size
     save_settings(settings)
     return plan
 
@@ -278,7 +286,7 @@ def write_records(plan: Plan, cfg, results: dict, start_iter: int) -> list[Recor
     extra = {"config": s.config, "iterations": int(cfg.train.max_iter), "resumed_from_iter": start_iter,
              "batch_size": int(cfg.dataloader.train.total_batch_size), "output_dir": s.output_dir,
              "pretrain_img_size": info.img_size}
-    dataset = f"{Path(s.data).resolve().name}/{cfg.benchmark.val_split}"
+    dataset = record_dataset(s.data, cfg.benchmark.val_split, cfg.benchmark.get("dataset_name"))
     records = [Record(**fields, protocol=cfg.benchmark.protocol, metric=metric, value=float(results[task][key]),
                       dataset=dataset, seed=int(cfg.train.seed), extra=extra, **common)
                for metric, (task, key) in METRICS.items()]

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from emae.errors import EmaeError
+from results.datasets import canonical_dataset
 
 RECORDS_FILE = "records.jsonl"
 
@@ -86,7 +87,7 @@ def read_records(path: str | os.PathLike) -> list[Record]:
     files = sorted(path.rglob("*.jsonl")) if path.is_dir() else [path]
     records = []
     for file in files:
-        with open(file, encoding="utf-8") as f:
+        with open(file, encoding="utf-8", errors="replace") as f:
             for lineno, line in enumerate(f, 1):
                 if not line.strip():
                     continue
@@ -95,6 +96,8 @@ def read_records(path: str | os.PathLike) -> list[Record]:
                     obj = json.loads(line)
                 except json.JSONDecodeError as e:
                     raise EmaeError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+                if isinstance(obj, dict) and isinstance(obj.get("dataset"), str):  # old names: today's
+                    obj["dataset"] = canonical_dataset(obj["dataset"])
                 records.append(record_from_dict(obj, where))
     return records
 
@@ -102,6 +105,8 @@ def read_records(path: str | os.PathLike) -> list[Record]:
 def append_records(path: str | os.PathLike, records: Iterable[Record]) -> None:
     """Append records to a JSON-lines file as one write, flushed to disk (a crash leaves whole lines)."""
     path = Path(path)
+    if path.exists():
+        read_records(path)  # never append to a damaged file: the error names its bad line
     path.parent.mkdir(parents=True, exist_ok=True)
     text = "".join(r.to_json() + "\n" for r in records)
     with open(path, "a", encoding="utf-8") as f:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from mmengine.config import Config
 
+from emae.checkpoint import EncoderInfo
 from emae.errors import EmaeError
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -59,7 +60,13 @@ def check_data_layout(root: str | os.PathLike) -> None:
 def build_config(name: str, data: str | os.PathLike, seed: int, iters: int = 0, batch_size: int = 0,
                  amp: bool = False, cfg_options: dict | None = None) -> Config:
     """The preset with the data root, seed and overrides applied (the weights and work dir come later)."""
-    cfg = Config.fromfile(str(config_path(name)))
+    path = config_path(name)
+    try:
+        cfg = Config.fromfile(str(path))
+    except Exception as e:  # the file is Python that mmengine runs: any error in it is the config's
+        raise EmaeError(f"{path}: not a readable mmengine config: {describe(e)}") from None
+    if not isinstance(cfg.get("model"), dict) or not isinstance(cfg.get("train_dataloader"), dict):
+        raise EmaeError(f"{path}: not a segmentation config: it defines no model or train_dataloader")
     for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
         if cfg.get(loader) is not None:
             cfg[loader].dataset.data_root = str(data)
@@ -74,6 +81,26 @@ def build_config(name: str, data: str | os.PathLike, seed: int, iters: int = 0, 
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     return cfg
+
+
+def describe(error: Exception) -> str:
+    """An exception raised by a config file, on one line (a syntax error with its line)."""
+    if isinstance(error, SyntaxError) and error.lineno:
+        return f"{error.msg} (line {error.lineno})"
+    return f"{type(error).__name__}: {' '.join(str(error).split())}"
+
+
+def check_encoder(cfg: Config, info: EncoderInfo, checkpoint: str | os.PathLike) -> None:
+    """The checkpoint's encoder must be the ViT the config's backbone builds (before anything is written)."""
+    backbone = cfg.model.backbone
+    want = {"patch size": backbone.get("patch_size"), "width": backbone.get("embed_dims"),
+            "depth": backbone.get("num_layers"), "input channels": backbone.get("in_channels")}
+    have = {"patch size": info.patch_size, "width": info.embed_dim, "depth": info.depth,
+            "input channels": info.in_chans}
+    differ = [f"{k} {have[k]} (config: {want[k]})" for k in want if want[k] is not None and want[k] != have[k]]
+    if differ:
+        raise EmaeError(f"{checkpoint}: the encoder does not fit the config's backbone: {', '.join(differ)}; "
+                        f"choose a config of the checkpoint's size")
 
 
 def set_iterations(cfg: Config, iters: int) -> None:
@@ -108,10 +135,15 @@ def summary(cfg: Config) -> dict:
         "optimizer": optimizer.type,
         "lr": optimizer.lr,
         "weight_decay": optimizer.weight_decay,
-        "layer_decay": cfg.optim_wrapper.get("paramwise_cfg", {}).get("layer_decay_rate"),
+        "layer_decay": _layer_decay(cfg.optim_wrapper.get("paramwise_cfg", {})),
         "optim_wrapper": cfg.optim_wrapper.type,
         "out_indices": list(backbone.out_indices),
         "drop_path_rate": backbone.drop_path_rate,
         "test_mode": cfg.model.test_cfg.mode,
         "seed": cfg.randomness.seed,
     }
+
+
+def _layer_decay(paramwise_cfg: dict) -> float | None:
+    """The layer decay rate: ``decay_rate`` (mmseg 1.x), or the deprecated ``layer_decay_rate`` of a user's config."""
+    return paramwise_cfg.get("decay_rate", paramwise_cfg.get("layer_decay_rate"))

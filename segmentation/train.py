@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -32,11 +33,14 @@ from mmengine.dist import is_main_process  # noqa: E402
 from mmengine.model import is_model_wrapper  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
+from emae.checkpoint import load_encoder  # noqa: E402
 from emae.errors import EmaeError  # noqa: E402
+from results.datasets import record_dataset  # noqa: E402
 from results.records import (RECORDS_FILE, Record, append_records, backbone_fields, provenance,  # noqa: E402
                              read_records, sha256_file)
 from segmentation import backbone as bb  # noqa: E402
-from segmentation.config import attach_backbone, build_config, check_data_layout, config_path, summary  # noqa: E402
+from segmentation.config import (attach_backbone, build_config, check_data_layout, check_encoder,  # noqa: E402
+                                 config_path, describe, summary)
 from segmentation.resume import PlainCheckpointState  # noqa: E402
 
 PROTOCOL = "upernet"
@@ -81,21 +85,33 @@ def segment(checkpoint: str, config: str, data: str, output_dir: str = "runs/seg
         print_records(done)
         return done
 
+    _, info, _ = load_encoder(checkpoint)
+    check_encoder(cfg, info, checkpoint)
     work_dir = out / f"{config_path(config).stem}-{rid}"
     resumed = (work_dir / "last_checkpoint").is_file()
-    exported = bb.export_backbone(checkpoint, work_dir / BACKBONE_FILE)
-    attach_backbone(cfg, exported.path)
-    cfg.work_dir = str(work_dir)
-    cfg.launcher = launcher
-    cfg.resume = True  # from work_dir's last checkpoint, if there is one
-    cfg.load_from = None
-
-    runner = Runner.from_cfg(cfg)
-    runner.register_hook(PlainCheckpointState())
-    model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-    bb.check_shapes(model.backbone, exported)
-    report = bb.pretrained_load_report(model.backbone)
-    bb.check_load_report(report, exported.path)
+    created = [d for d in (out, work_dir) if not d.exists()]
+    try:  # a run that fails before training leaves no folder behind
+        exported = bb.export_backbone(checkpoint, work_dir / BACKBONE_FILE)
+        attach_backbone(cfg, exported.path)
+        cfg.work_dir = str(work_dir)
+        cfg.launcher = launcher
+        cfg.resume = True  # from work_dir's last checkpoint, if there is one
+        cfg.load_from = None
+        if isinstance(cfg.get("visualizer"), dict):  # mmengine keeps one visualizer per name and process
+            cfg.visualizer.name = f"visualizer-{work_dir.name}-{time.time_ns()}"
+        try:
+            runner = Runner.from_cfg(cfg)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise EmaeError(f"{config_path(config)}: the config does not build a runner: {describe(e)}") from None
+        runner.register_hook(PlainCheckpointState())
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        bb.check_shapes(model.backbone, exported)
+        report = bb.pretrained_load_report(model.backbone)
+        bb.check_load_report(report, exported.path)
+    except BaseException:
+        for folder in reversed(created):
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
     runner.logger.info(f"backbone {exported.arch} from {checkpoint}: missing (initialised by mmseg) "
                        f"{list(report.missing_patterns)}, unused {list(report.unexpected)}")
     runner.train()
@@ -106,7 +122,7 @@ def segment(checkpoint: str, config: str, data: str, output_dir: str = "runs/seg
     if exported.config:
         extra.update({k: exported.config[k] for k in ("parts", "mask_ratio") if k in exported.config})
     base = dict(backbone_fields(exported.config, exported.arch, overrides), protocol=PROTOCOL,
-                dataset=cfg.get("dataset_name", f"{Path(data).name} val"), seed=seed, extra=extra,
+                dataset=record_dataset(data, "val", cfg.get("dataset_name")), seed=seed, extra=extra,
                 **provenance({"config": config, "data": str(data), **summary(cfg)}, checkpoint,
                              time.perf_counter() - started))
     records = [Record(metric=m, value=round(float(metrics[m]), 2), **base) for m in METRICS]

@@ -1,8 +1,9 @@
 """Building blocks of the configs in this folder (not a config to run: its name starts with ``_``).
 
 Every runnable config defines detectron2's ``model``, ``dataloader``, ``optimizer``, ``lr_multiplier`` and
-``train``, plus ``benchmark``: the record's ``protocol`` and the dataset's split folders under ``--data``
-(``<data>/<split>/`` images, ``<data>/annotations/instances_<split>.json``).
+``train``, plus ``benchmark``: the record's ``protocol``, the dataset's split folders under ``--data``
+(``<data>/<split>/`` images, ``<data>/annotations/instances_<split>.json``) and optionally ``dataset_name``,
+the records' ``dataset`` when the data folder has no ``meta.json`` naming it (``results.datasets``).
 """
 from functools import partial
 

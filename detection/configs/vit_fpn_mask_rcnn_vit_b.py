@@ -68,4 +68,5 @@ train.update(max_iter=ITERS, device="cuda", seed=0)
 train.amp.enabled = True
 train.ddp.fp16_compression = True
 
-benchmark = dict(protocol="vit-fpn-mask-rcnn", train_split="train2017", val_split="val2017")
+benchmark = dict(protocol="vit-fpn-mask-rcnn", train_split="train2017", val_split="val2017",
+                 dataset_name="COCO val2017")

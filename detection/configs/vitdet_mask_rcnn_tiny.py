@@ -63,4 +63,4 @@ train = model_zoo.get_config("common/train.py").train
 train.update(max_iter=300, device="cpu", seed=0, eval_period=0, log_period=20)
 train.checkpointer.update(period=100, max_to_keep=2)
 
-benchmark = dict(protocol="vitdet-mask-rcnn", train_split="train", val_split="val")
+benchmark = dict(protocol="vitdet-mask-rcnn", train_split="train", val_split="val", dataset_name="fmnist-scenes val")
