@@ -71,7 +71,8 @@ def test_configs_follow_the_papers_recipe(tmp_path):
     base = build_config(VIT_B, tmp_path, seed=3)
     assert base.train_dataloader.dataset.data_root == str(tmp_path) == base.val_dataloader.dataset.data_root
     assert base.optim_wrapper.optimizer.lr == 1e-4 and base.optim_wrapper.optimizer.weight_decay == 0.05
-    assert base.optim_wrapper.paramwise_cfg == dict(num_layers=12, layer_decay_rate=0.65)
+    assert base.optim_wrapper.paramwise_cfg == dict(num_layers=12, decay_rate=0.65, decay_type="layer_wise_vit")
+    assert base.optim_wrapper.constructor == "LearningRateDecayOptimizerConstructor"
     assert base.train_cfg.max_iters == 160000 and base.train_dataloader.batch_size * 8 == 16
     assert base.model.data_preprocessor.size == (512, 512) and base.model.backbone.img_size == (512, 512)
     assert base.model.backbone.out_indices == [3, 5, 7, 11] and base.model.backbone.type == "MAE"

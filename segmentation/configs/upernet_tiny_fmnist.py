@@ -24,20 +24,20 @@ model = dict(
                   mlp_ratio=4, out_indices=(0, 1, 2, 3), drop_path_rate=0.0, init_values=1.0, init_cfg=None),
     neck=dict(embed_dim=128, rescales=[2, 1, 0.5, 0.25], norm_cfg=norm_cfg),
     decode_head=dict(in_channels=[128, 128, 128, 128], channels=64, num_classes=len(classes), norm_cfg=norm_cfg,
-                     loss_decode=dict(class_weight=class_weight)),
+                     loss_decode=dict(class_weight=class_weight, avg_non_ignore=True)),
     auxiliary_head=dict(in_channels=128, channels=32, num_classes=len(classes), norm_cfg=norm_cfg,
-                        loss_decode=dict(class_weight=class_weight)),
+                        loss_decode=dict(class_weight=class_weight, avg_non_ignore=True)),
     test_cfg=dict(mode="whole"))
 
 train_pipeline = [
     dict(type="LoadImageFromFile", color_type="grayscale"),
-    dict(type="LoadAnnotations", reduce_zero_label=False),
+    dict(type="LoadAnnotations"),  # reduce_zero_label comes from the dataset
     dict(type="RandomFlip", prob=0.5),
     dict(type="PackSegInputs"),
 ]
 test_pipeline = [
     dict(type="LoadImageFromFile", color_type="grayscale"),
-    dict(type="LoadAnnotations", reduce_zero_label=False),
+    dict(type="LoadAnnotations"),
     dict(type="PackSegInputs"),
 ]
 dataset = dict(type="BaseSegDataset", data_root="data/fmnist-scenes", metainfo=dict(classes=classes),
@@ -58,8 +58,8 @@ iters = 300
 optim_wrapper = dict(
     type="OptimWrapper",
     optimizer=dict(type="AdamW", lr=4e-3, betas=(0.9, 0.999), weight_decay=0.05),
-    paramwise_cfg=dict(num_layers=4, layer_decay_rate=0.65),
-    constructor="LayerDecayOptimizerConstructor")
+    paramwise_cfg=dict(num_layers=4, decay_rate=0.65, decay_type="layer_wise_vit"),
+    constructor="LearningRateDecayOptimizerConstructor")
 param_scheduler = [
     dict(type="LinearLR", start_factor=1e-3, by_epoch=False, begin=0, end=30),
     dict(type="PolyLR", eta_min=0.0, power=1.0, begin=30, end=iters, by_epoch=False),
