@@ -155,12 +155,15 @@ def test_pickled_objects_are_refused_without_fallback(tmp_path):
         load_checkpoint(tmp_path / "official.pth")
 
 
+# a valid record, as one line of a records file
+RECORD = {"method": "mae", "arch": "vit_tiny_fmnist", "pretrain_epochs": 1, "pretrain_data": "fashion-mnist",
+          "protocol": "knn", "metric": "top1", "value": 80.0, "dataset": "fashion-mnist", "seed": 0,
+          "checkpoint_sha256": "", "command": "emae", "config": {}, "git_commit": "x", "hardware": "cpu",
+          "wall_time_s": 1.0, "date": "2026-01-01"}
+
+
 def test_record_file_with_a_bad_line_is_a_clear_error(tmp_path, capsys):
-    good = {"method": "mae", "arch": "vit_tiny_fmnist", "pretrain_epochs": 1, "pretrain_data": "fashion-mnist",
-            "protocol": "knn", "metric": "top1", "value": 80.0, "dataset": "fashion-mnist", "seed": 0,
-            "checkpoint_sha256": "", "command": "emae", "config": {}, "git_commit": "x", "hardware": "cpu",
-            "wall_time_s": 1.0, "date": "2026-01-01"}
-    (tmp_path / "records.jsonl").write_text(json.dumps(good) + "\n" + '{"method": "mae", \n')
+    (tmp_path / "records.jsonl").write_text(json.dumps(RECORD) + "\n" + '{"method": "mae", \n')
     code = cli_main(["report", "--records", str(tmp_path), "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2 and f"{tmp_path / 'records.jsonl'}:2: not valid JSON" in err
