@@ -39,6 +39,7 @@ from detection.datasets import check_same_categories, find_split, read_categorie
 from emae.checkpoint import EncoderInfo
 from emae.errors import EmaeError
 from emae.models import ARCHS
+from emae.settings import read_json
 from results.datasets import record_dataset
 from results.records import RECORDS_FILE, Record, append_records, backbone_fields, provenance, read_records
 
@@ -182,7 +183,7 @@ def check_settings(settings: DetectSettings) -> None:
     path = Path(settings.output_dir) / SETTINGS_FILE
     if not path.is_file():
         return
-    saved, current = json.loads(path.read_text(encoding="utf-8")), dataclasses.asdict(settings)
+    saved, current = read_json(path), dataclasses.asdict(settings)
     changed = sorted(k for k in current if k not in RESUME_FREE and saved.get(k) != current[k])
     if changed:
         raise EmaeError(f"{path}: this folder holds a run with other settings ({', '.join(changed)}: "

@@ -83,6 +83,15 @@ def load_config_file(path: str | Path) -> dict:
     return values
 
 
+def read_json(path: str | Path):
+    """A JSON file a run wrote (its settings or state); a damaged one is an error naming it."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise EmaeError(f"{path}: not valid JSON ({e}); remove the file or choose another output folder") from None
+
+
 def add_arguments(parser: argparse.ArgumentParser, cls, help_for: dict[str, str] | None = None) -> None:
     """``--config FILE`` and one ``--flag`` per field; a flag not given stays out of the namespace so that it
     does not override a preset or a file."""

@@ -172,7 +172,7 @@ def start_run(cfg: EvalConfig, distributed: bool = False) -> tuple[EvalRun, list
     run = EvalRun(cfg, out, device, autocast_dtype(cfg.amp, device), info, sha, started)
     config_file = out / "config.json"
     if config_file.exists() and (run.records_path.exists() or (out / CHECKPOINT).exists()):
-        saved = json.loads(config_file.read_text(encoding="utf-8"))
+        saved = settings.read_json(config_file)
         if comparable(saved) != comparable(cfg.to_dict()):
             changed = sorted(k for k in comparable({**saved, **cfg.to_dict()}) if saved.get(k) != cfg.to_dict().get(k))
             raise EmaeError(f"{out} holds another evaluation (config differs in {changed}); choose another "

@@ -120,7 +120,8 @@ CASES = [
           ("malformed-yaml", "--config {in}/bad.yaml", "{in}/bad.yaml", "not valid YAML"),
           ("malformed-json", "--config {in}/bad.json", "{in}/bad.json", "not valid JSON"),
           ("damaged-records", "--output-dir {in}/bad-records", "{in}/bad-records/records.jsonl:2",
-           "not valid JSON")]],
+           "not valid JSON"),
+          ("damaged-settings", "--output-dir {in}/bad-run", "{in}/bad-run/config.json", "not valid JSON")]],
     # ---- detection
     *[pytest.param(f"eval detect --checkpoint {{in}}/good.pth --output-dir {{out}} {flags}", where, message,
                    DETECTRON2, id=f"detect-{name}")
@@ -137,7 +138,9 @@ CASES = [
           ("unknown-opts-key", "--config vitdet_mask_rcnn_tiny --data {in}/det --opts train.nope=1", "",
            "expected KEY=VALUE with a KEY of the config"),
           ("damaged-records", "--config vitdet_mask_rcnn_tiny --data {in}/det --output-dir {in}/bad-records",
-           "{in}/bad-records/records.jsonl:2", "not valid JSON")]],
+           "{in}/bad-records/records.jsonl:2", "not valid JSON"),
+          ("damaged-settings", "--config vitdet_mask_rcnn_tiny --data {in}/det --output-dir {in}/bad-run",
+           "{in}/bad-run/settings.json", "not valid JSON")]],
     # ---- segmentation
     *[pytest.param(f"eval segment --checkpoint {{in}}/good.pth --output-dir {{out}} {flags}", where, message, MMSEG,
                    id=f"segment-{name}")
@@ -263,6 +266,10 @@ def inputs(tmp_path_factory) -> Path:
     (root / "bad-records").mkdir()
     (root / "bad-records" / "records.jsonl").write_text(json.dumps(RECORD) + "\n" + '{"method": "mae", \n')
     (root / "wrong-field.jsonl").write_text(json.dumps(dict(RECORD, value="80")) + "\n")
+    (root / "bad-run").mkdir()  # an earlier run's folder whose settings file is damaged
+    (root / "bad-run" / "records.jsonl").write_text(json.dumps(RECORD) + "\n")
+    (root / "bad-run" / "config.json").write_text('{"k": 20,')
+    (root / "bad-run" / "settings.json").write_text('{"checkpoint": ')
     (root / "bad-pipeline").mkdir()
     (root / "bad-pipeline" / "pipeline.json").write_text('{"done": {"mae/pretrain": 12.0,\n')
     (root / "bad-coco" / "annotations").mkdir(parents=True)
