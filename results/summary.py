@@ -1,14 +1,15 @@
 """Our runs side by side: every protocol and metric measured, one column per pre-training setting.
 
 The first section of the report, and what ``emae pipeline`` and ``emae study`` print when they finish.
-A cell is the mean over seeds, with ``± std`` (sample) where there are several.
+A cell is the mean over seeds, with ``± std`` (sample) where there are several. The baselines every
+accuracy is read against, the untrained backbone and raw pixels, come first.
 """
 from __future__ import annotations
 
 import pandas as pd
 
 from results.records import read_records
-from results.tables import METHOD_NAMES, records_frame
+from results.tables import BASELINES, METHOD_NAMES, records_frame
 
 ROWS = ["protocol", "metric", "dataset"]
 SETTING = ["method", "variant", "pretrain_epochs"]
@@ -22,7 +23,7 @@ def _cell(mean: float, std: float, n: int) -> str:
 
 def _setting_name(method: str, variant: str, epochs) -> str:
     name = METHOD_NAMES.get(method, method) + (f" {variant}" if variant else "")
-    return name + ("" if pd.isna(epochs) else f", {epochs} ep")
+    return name + ("" if pd.isna(epochs) or method in BASELINES else f", {epochs} ep")
 
 
 def summary_frames(ours: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -38,7 +39,9 @@ def summary_frames(ours: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     cells["setting"] = [_setting_name(m, v, e) for m, v, e in zip(cells["method"], cells["variant"],
                                                                   cells["pretrain_epochs"])]
     first = cells.drop_duplicates("setting")
-    rank = first["method"].map({"mae": 0, "emae": 1}).fillna(2)  # MAE, then EMAE, then the ablations
+    # the baselines, then MAE, then EMAE, then the ablations
+    rank = first["method"].map({**{b: i - len(BASELINES) for i, b in enumerate(BASELINES)}, "mae": 0, "emae": 1})
+    rank = rank.fillna(2)
     order = first.assign(rank=rank).sort_values(["rank", "method", "variant", "pretrain_epochs"])["setting"].tolist()
     numbers = (cells.groupby(ROWS + ["setting"], dropna=False)["value"]
                .agg(mean="mean", std="std", n="count").reset_index())
