@@ -22,6 +22,8 @@ DEFAULT_RECORDS = Path("runs/bench/records.jsonl")
 def finish(figures: list[Figure], started: float, path: Path | None, module: str = "benchmarks.run_all") -> None:
     """Print the table of ``figures`` and append their records to ``path`` (None: no records); ``module``: the
     command that ran, for the records."""
+    order = ["[1]", "[2]", "[3]", "[4]", "[5]", "[c]"]
+    figures = sorted(figures, key=lambda f: order.index(f.key))
     print("\n" + table(figures))
     for f in figures:
         if f.invalid:
@@ -51,8 +53,7 @@ def cpu_figures(settings: Settings, quick: bool = False, compiled: bool = False)
         header("torch.compile")
         for bench in bench_configs("mae", quick):
             figures += bench_step.compiled_vs_eager(bench, settings)
-    order = ["[1]", "[2]", "[3]", "[4]", "[5]", "[c]"]
-    return sorted(figures, key=lambda f: order.index(f.key))
+    return figures
 
 
 def main(argv: list[str] | None = None) -> None:
