@@ -68,18 +68,25 @@ def build_optimizer(model: MaskedAutoencoderViT, cfg: PretrainConfig, lr: float)
                                fused=True)
 
 
-def flops_per_iteration(cfg: PretrainConfig, batch: int) -> int:
-    """FLOPs of one forward + backward of a batch, counted by torch's FLOP counter on the meta device."""
-    from torch.utils.flop_counter import FlopCounterMode
-
+def flops_per_iteration(cfg: PretrainConfig, batch: int, observer=None) -> int:
+    """FLOPs of one forward + backward of a batch, counted by torch's FLOP counter on the meta device.
+    ``observer`` (a ``TorchDispatchMode``) sees the same operations: the benchmarks note the matrix products."""
     with torch.device("meta"):
         model = build_model(cfg.arch, cfg.img_size, cfg.in_chans)
         imgs = torch.zeros(batch, cfg.in_chans, cfg.img_size, cfg.img_size)
         noise = torch.zeros(noise_shape(cfg.method_spec.masking, batch, model.num_patches, cfg.parts))
     masks = make_part_masks(cfg.method_spec.masking, noise, cfg.parts, cfg.mask_ratio)
-    with FlopCounterMode(display=False) as counter:
-        loss, _ = compute_loss(model, imgs, masks, cfg)
-        loss.backward()
+    return forward_backward_flops(lambda: compute_loss(model, imgs, masks, cfg)[0], observer)
+
+
+def forward_backward_flops(loss_fn, observer=None) -> int:
+    """FLOPs of ``loss_fn()`` and of the backward of the scalar it returns, by torch's FLOP counter (matrix
+    products, convolutions, attention). On the meta device nothing is computed, and attention runs as its two
+    batched products, which the counter counts (the fused CPU attention kernel it does not)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter, observer or nullcontext():
+        loss_fn().backward()
     return counter.get_total_flops()
 
 
