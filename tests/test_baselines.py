@@ -113,3 +113,19 @@ def test_random_uses_the_given_architecture(tmp_path, monkeypatch):
     state = load_checkpoint(cfg.checkpoint)
     assert state["model"]["patch_embed.proj.weight"].shape == (128, 1, 8, 8)
     assert state["config"]["arch"] == "vit_tiny_p8_fmnist" and state["config"]["seed"] == 2
+
+
+def test_summary_names_the_architecture_where_runs_of_several_meet():
+    from test_results import make_record
+
+    def cell(method, epochs, arch, value):
+        return make_record(method=method, arch=arch, pretrain_epochs=epochs, pretrain_data="fashion-mnist",
+                           dataset="fashion-mnist", protocol="linprobe", value=value)
+
+    records = [cell("mae", 4, "vit_tiny_fmnist", 70.0), cell("untrained", 0, "vit_tiny_fmnist", 65.0),
+               cell("pixels", 0, "pixels", 80.0)]
+    display, _ = summary_frames(records_frame(records))
+    assert list(display.columns)[3:] == ["untrained backbone", "raw pixels", "MAE, 4 ep"]
+    display, _ = summary_frames(records_frame([*records, cell("mae", 4, "vit_tiny_p8_fmnist", 75.0)]))
+    assert list(display.columns)[3:] == ["untrained backbone (vit_tiny_fmnist)", "raw pixels",
+                                         "MAE, 4 ep (vit_tiny_fmnist)", "MAE, 4 ep (vit_tiny_p8_fmnist)"]
