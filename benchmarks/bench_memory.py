@@ -1,4 +1,4 @@
-"""Peak memory of the self-consistency loss against batch size and K (``python -m benchmarks.bench_memory``).
+"""Peak memory of the self-consistency loss against K (run by ``python -m benchmarks.run_all``).
 
 5. Each case runs in a fresh process that allocates the predictions, then runs the loss forward and
    backward; the peak resident memory (Linux's VmHWM, reset to the current size through
@@ -11,6 +11,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+
+from benchmarks.figures import Figure, Target
+from benchmarks.timing import Spread
 
 N, P = 196, 768  # ViT-B/16 at 224 px: patches, values per patch
 
@@ -47,21 +50,40 @@ def measure(method: str, batch: int, parts: int) -> dict:
     return {"extra_mb": (peak - base) / 1024, "pred_mb": pred.numel() * 4 / 2**20}
 
 
-def main() -> None:
-    print("\n== self-consistency loss memory (peak RSS above baseline / size of the predictions)")
-    for batch in (8, 16):
-        for parts in (2, 4, 7, 14):
-            row = [f"[5] B={batch:2d} K={parts:2d}"]
-            for method in ("ours", "all-pairs"):
-                out = subprocess.run([sys.executable, "-m", "benchmarks.bench_memory", method, str(batch),
-                                      str(parts)], capture_output=True, text=True, check=True).stdout
-                m = json.loads(out)
-                row.append(f"{method}: {m['extra_mb']:7.1f} MB = {m['extra_mb'] / m['pred_mb']:4.1f}x preds")
-            print("  ".join(row))
+def growth(ratios: dict[int, float]) -> Spread:
+    """How the peak per byte of predictions grows from the smallest K to the largest (1: linear in K, K_max /
+    K_min: quadratic), with the range of the per-K ratios relative to the smallest K's."""
+    first = ratios[min(ratios)]
+    rel = [r / first for r in ratios.values()]
+    return Spread(ratios[max(ratios)] / first, min(rel), max(rel))
+
+
+def memory_figures(batch: int = 16, parts: tuple[int, ...] = (2, 4, 7, 14)) -> list[Figure]:
+    """[5]: each case in a fresh process; ours should stay flat per byte of predictions (target: grows at most
+    1.25x from the smallest K to the largest), the all-pairs loss is shown for contrast."""
+    print(f"[5] self-consistency loss, B={batch}: peak RSS above baseline / size of the predictions", flush=True)
+    figures = []
+    for method in ("ours", "all-pairs"):
+        ratios = {}
+        for k in parts:
+            out = subprocess.run([sys.executable, "-m", "benchmarks.bench_memory", method, str(batch), str(k)],
+                                 capture_output=True, text=True, check=True).stdout
+            m = json.loads(out)
+            ratios[k] = m["extra_mb"] / m["pred_mb"]
+            print(f"[5] {method:9s} B={batch:2d} K={k:2d}: {m['extra_mb']:7.1f} MB = {ratios[k]:4.1f}x the predictions",
+                  flush=True)
+        config = dict(batch=batch, parts_compared=list(parts), patches=N, values_per_patch=P)
+        figures.append(Figure("[5]", f"loss memory / predictions, {method}, B={batch}: growth K={parts[0]} to "
+                              f"K={parts[-1]}", "memory_growth", growth(ratios),
+                              "the per-K ratios, one fresh process each (a count, not a timing)", "emae",
+                              "none", "random predictions", config,
+                              Target("<=", 1.25) if method == "ours" else None, "x",
+                              details=dict(loss=method, ratio_per_k={str(k): r for k, r in ratios.items()})))
+    return figures
 
 
 if __name__ == "__main__":
     if len(sys.argv) == 4:
         print(json.dumps(measure(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))))
     else:
-        main()
+        memory_figures()

@@ -1,12 +1,14 @@
-"""Pre-training step benchmarks (run by hand: ``python -m benchmarks.bench_step``).
+"""Pre-training step benchmarks (run by ``python -m benchmarks.run_all`` and ``benchmarks/bench_gpu.py``).
 
 1. Our MAE step against MAE's published formulation (benchmarks/reference_mae.py) at the same config:
-   images/s of forward + backward + optimiser step, target ours >= 1.1x and never below 1.0x.
+   time of forward + backward + optimiser step, target ours >= 1.1x faster.
 2. EMAE, K = 4 parts in one batched pass, against four serial MAE steps over the same images (each on
    one part): target batched <= 0.9x the serial time.
-3. Achieved FLOP/s of our step (torch's FLOP counter) as a fraction of this machine's fp32 matmul rate,
-   measured in the same run: target >= 0.8 for ViT-S/16 at 224.
-Also (``[compile]``): our step with the forward pass under ``torch.compile`` (``emae pretrain --compile``)
+3. Achieved FLOP/s of our step (the engine's FLOP count) as a fraction of the matrix-product ceiling: the
+   higher of the rate of the step's own products and of a large square product, both timed in the same
+   rounds as the step. Target >= 0.8 for ViT-S/16 at 224 on the CPU. Measured with [1] (MAE: our step
+   there) and [2] (EMAE: the batched step there), so the step is timed once.
+Also (``compiled``): our step with the forward pass under ``torch.compile`` (``emae pretrain --compile``)
 against eager, both methods; the first compiled call (compilation) is timed apart.
 """
 from __future__ import annotations
@@ -16,10 +18,12 @@ import dataclasses
 import time
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.common import BenchConfig, bench_configs, header, matmul_flops_per_s, side_by_side
+from benchmarks.ceiling import Ceiling, CeilingProbe, flop_fraction
+from benchmarks.common import BenchConfig, Settings
+from benchmarks.figures import Figure, Target
 from benchmarks.reference_mae import reference_loss, reference_optimizer
+from benchmarks.timing import Timing, measure, ratio
 from emae.engine import build_optimizer, compute_loss
 from emae.masking import PartMasks, make_part_masks, noise_shape
 from emae.models import build_model
@@ -54,7 +58,49 @@ def model_for(bench: BenchConfig):
     return build_model(cfg.arch, cfg.img_size, cfg.in_chans).to(bench.device)
 
 
-def ours_vs_reference(bench: BenchConfig, rounds: int) -> None:
+def with_method(bench: BenchConfig, method: str) -> BenchConfig:
+    return dataclasses.replace(bench, cfg=dataclasses.replace(bench.cfg, method=method))
+
+
+def figure(bench: BenchConfig, settings: Settings, key: str, name: str, metric: str, value, **kwargs) -> Figure:
+    cfg = bench.cfg
+    config = dict(bench=bench.name, arch=cfg.arch, img_size=cfg.img_size, in_chans=cfg.in_chans, batch=bench.batch,
+                  parts=cfg.parts, mask_ratio=cfg.mask_ratio, device=bench.device,
+                  dtype=str(bench.dtype).removeprefix("torch."), repeats=settings.repeats, warmup=settings.warmup,
+                  threads=torch.get_num_threads())
+    return Figure(key, f"{bench.name} batch {bench.batch}: {name}", metric, value, settings.rounds, cfg.method,
+                  cfg.arch, f"random {cfg.img_size}px images", config, **kwargs)
+
+
+def fraction_figure(bench: BenchConfig, settings: Settings, probe: CeilingProbe, step: Timing,
+                    timings: dict[str, Timing]) -> Figure:
+    """[3]: the step's achieved FLOP/s over the higher ceiling measured in the same rounds."""
+    ceilings = probe.ceilings(timings)
+    if settings.peak:
+        name, peak = settings.peak
+        ceilings.append(Ceiling(name, peak, (peak,) * settings.repeats))
+    method = bench.cfg.method.upper()
+    frac = flop_fraction(probe.flops, step, ceilings, f"[3] {bench.name} {method}")
+    covered = probe.gemm_flops / probe.flops
+    print(f"[3] {bench.name} {method} batch {bench.batch}: {step.rate(bench.batch).format('.1f')} img/s, "
+          f"{probe.flops / 1e9:.1f} GFLOP/step, {(frac.achieved.median / 1e9):.1f} GFLOP/s; ceilings: "
+          + ", ".join(f"{c.name} {c.median / 1e9:.1f} GFLOP/s" for c in ceilings)
+          + f" (the products are {covered:.1%} of the step's FLOPs); fraction {frac.value.format()} of the higher",
+          flush=True)
+    if frac.warning:
+        print(frac.warning, flush=True)
+    details = dict(flops_per_step=probe.flops, achieved_flop_per_s=frac.achieved.median,
+                   ceiling=frac.ceiling.name, ceilings={c.name: c.median for c in ceilings},
+                   product_share_of_flops=covered, images_per_s=step.rate(bench.batch).median)
+    target = Target(">=", bench.flop_target) if bench.flop_target else None
+    return figure(bench, settings, "[3]", f"{method} step FLOP/s / matmul ceiling", "flop_fraction", frac.value,
+                  target=target, invalid=frac.warning or "", details=details)
+
+
+def ours_vs_reference(bench: BenchConfig, settings: Settings) -> tuple[list[Figure], Timing]:
+    """[1] and [3] for MAE: our step, the reference step and the ceiling's products in the same rounds. Also
+    returns the timing of our step."""
+    bench = with_method(bench, "mae")
     cfg = bench.cfg
     imgs, noise = inputs(bench)
     model = model_for(bench)
@@ -67,22 +113,30 @@ def ours_vs_reference(bench: BenchConfig, rounds: int) -> None:
 
     ours = our_step(model, model, bench, imgs, masks)
     ref = make_step(ref_model, reference_optimizer(ref_model, 1e-4), ref_loss)
-    t = side_by_side({"ours": ours, "reference": ref}, rounds)
-    print(f"[1] {bench.name:16s} batch {bench.batch:3d}: ours {bench.batch / t['ours']:8.1f} img/s, "
-          f"reference {bench.batch / t['reference']:8.1f} img/s, speed-up {t['reference'] / t['ours']:.2f}x "
-          f"(target >= 1.1x)")
+    probe = CeilingProbe(cfg, bench.batch, bench.device, bench.dtype, settings.square)
+    t = measure({"ours": ours, "reference": ref, **probe.fns}, settings.repeats, settings.warmup)
+    speedup = ratio(t["reference"], t["ours"])
+    print(f"[1] {bench.name} batch {bench.batch}: ours {t['ours'].rate(bench.batch).format('.1f')} img/s, "
+          f"reference {t['reference'].rate(bench.batch).format('.1f')} img/s, speed-up {speedup.format()}x "
+          f"(target >= 1.1x)", flush=True)
+    speed = figure(bench, settings, "[1]", "our MAE step / MAE's formulation (speed-up)", "speedup_vs_reference",
+                   speedup, target=Target(">=", 1.1), unit="x",
+                   details=dict(ours_images_per_s=t["ours"].rate(bench.batch).median,
+                                reference_images_per_s=t["reference"].rate(bench.batch).median))
+    return [speed, fraction_figure(bench, settings, probe, t["ours"], t)], t["ours"]
 
 
-def batched_vs_serial(bench: BenchConfig, rounds: int) -> None:
-    cfg = copy.deepcopy(bench.cfg)
-    cfg.method = "emae"
+def batched_vs_serial(bench: BenchConfig, settings: Settings) -> tuple[list[Figure], Timing]:
+    """[2] and [3] for EMAE: the batched EMAE step, K serial MAE steps and the ceiling's products in the same
+    rounds. Also returns the timing of the batched step."""
+    bench = with_method(bench, "emae")
+    cfg = bench.cfg
     imgs, _ = inputs(bench)
     masks = make_part_masks("parallel", torch.rand(bench.batch, cfg.num_patches, device=bench.device), cfg.parts,
                             cfg.mask_ratio)
     model = model_for(bench)
     optimizer = build_optimizer(model, cfg, 1e-4)
-    mae_cfg = copy.deepcopy(cfg)
-    mae_cfg.method = "mae"
+    mae_cfg = dataclasses.replace(cfg, method="mae")
     (ids,) = masks.ids_keep
     singles = [PartMasks((ids[:, k:k + 1],), masks.mask[:, k:k + 1]) for k in range(cfg.parts)]
     batched = make_step(model, optimizer, lambda: compute_loss(model, imgs, masks, cfg, bench.amp)[0])
@@ -93,58 +147,37 @@ def batched_vs_serial(bench: BenchConfig, rounds: int) -> None:
         for step in serial_steps:
             step()
 
-    t = side_by_side({"batched": batched, "serial": serial}, rounds)
-    print(f"[2] {bench.name:16s} batch {bench.batch:3d}, K={cfg.parts}: batched {t['batched']:.3f} s, "
-          f"{cfg.parts} serial MAE steps {t['serial']:.3f} s, ratio {t['batched'] / t['serial']:.2f} (target <= 0.9)")
+    probe = CeilingProbe(cfg, bench.batch, bench.device, bench.dtype, settings.square)
+    t = measure({"batched": batched, "serial": serial, **probe.fns}, settings.repeats, settings.warmup)
+    share = ratio(t["batched"], t["serial"])
+    print(f"[2] {bench.name} batch {bench.batch}, K={cfg.parts}: batched {t['batched'].seconds().format('.3f', ' s')}, "
+          f"{cfg.parts} serial MAE steps {t['serial'].seconds().format('.3f', ' s')}, time ratio "
+          f"{share.format()} (target <= 0.9)", flush=True)
+    batched_fig = figure(bench, settings, "[2]", f"EMAE K={cfg.parts} in one pass / {cfg.parts} serial MAE steps "
+                         "(time)", "batched_over_serial", share, target=Target("<=", 0.9),
+                         details=dict(batched_s=t["batched"].median, serial_s=t["serial"].median))
+    return [batched_fig, fraction_figure(bench, settings, probe, t["batched"], t)], t["batched"]
 
 
-def method_cases(bench: BenchConfig):
-    """MAE, then EMAE, at the bench's config: (bench, images, masks, a fresh model) for each."""
+def compiled_vs_eager(bench: BenchConfig, settings: Settings) -> list[Figure]:
+    """Our step, forward pass compiled, against eager, for MAE then EMAE; no target."""
+    figures = []
     for method in ("mae", "emae"):
-        b = dataclasses.replace(bench, cfg=dataclasses.replace(bench.cfg, method=method))
+        b = with_method(bench, method)
         imgs, noise = inputs(b)
         masks = make_part_masks(b.cfg.method_spec.masking, noise, b.cfg.parts, b.cfg.mask_ratio)
-        yield b, imgs, masks, model_for(b)
-
-
-def achieved_flops(bench: BenchConfig, peak: float, rounds: int, peak_name: str = "the fp32 matmul rate") -> None:
-    for b, imgs, masks, model in method_cases(bench):
-        step = our_step(model, model, b, imgs, masks)
-        with FlopCounterMode(display=False) as counter:
-            step()
-        flops = counter.get_total_flops()
-        seconds = side_by_side({"step": step}, rounds)["step"]
-        print(f"[3] {b.name:16s} {b.cfg.method:4s} batch {b.batch:3d}: {b.batch / seconds:8.1f} img/s, "
-              f"{flops / 1e9:8.1f} GFLOP/step, {flops / seconds / 1e9:9.1f} GFLOP/s = {flops / seconds / peak:.2f} "
-              f"of {peak_name} {peak / 1e9:.1f} GFLOP/s" + (" (target >= 0.8)" if b.name.startswith("ViT-S") else ""))
-
-
-def compiled_vs_eager(bench: BenchConfig, rounds: int) -> None:
-    for b, imgs, masks, model in method_cases(bench):
+        model = model_for(b)
         twin = copy.deepcopy(model)
         eager = our_step(model, model, b, imgs, masks)
         fast = our_step(twin, torch.compile(twin), b, imgs, masks)
         started = time.perf_counter()
         fast()
         compile_s = time.perf_counter() - started
-        t = side_by_side({"eager": eager, "compiled": fast}, rounds)
-        print(f"[compile] {b.name:16s} {b.cfg.method:4s} batch {b.batch:3d}: compiled {b.batch / t['compiled']:8.1f} "
-              f"img/s, eager {b.batch / t['eager']:8.1f} img/s, speed-up {t['eager'] / t['compiled']:.2f}x "
-              f"(first call, compiling: {compile_s:.0f} s)")
-
-
-def main(rounds: int = 3) -> None:
-    header("pre-training step")
-    peak = matmul_flops_per_s()
-    for bench in bench_configs():
-        ours_vs_reference(bench, rounds)
-    for bench in bench_configs("emae"):
-        batched_vs_serial(bench, rounds)
-    for bench in bench_configs():
-        achieved_flops(bench, peak, rounds)
-    for bench in bench_configs():
-        compiled_vs_eager(bench, rounds)
-
-
-if __name__ == "__main__":
-    main()
+        t = measure({"eager": eager, "compiled": fast}, settings.repeats, settings.warmup)
+        speedup = ratio(t["eager"], t["compiled"])
+        print(f"[compile] {b.name} {method.upper()} batch {b.batch}: compiled "
+              f"{t['compiled'].rate(b.batch).format('.1f')} img/s, eager {t['eager'].rate(b.batch).format('.1f')} "
+              f"img/s, speed-up {speedup.format()}x (first call, compiling: {compile_s:.0f} s)", flush=True)
+        figures.append(figure(b, settings, "[c]", f"{method.upper()} step compiled / eager (speed-up)",
+                              "compile_speedup", speedup, unit="x", details=dict(compile_s=compile_s)))
+    return figures

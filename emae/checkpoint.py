@@ -17,13 +17,16 @@ import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from emae.errors import EmaeError
-from emae.models import ARCHS
+from emae.models import ARCHS, init_model
+
+if TYPE_CHECKING:
+    from emae.config import PretrainConfig
 
 DECODER_PREFIXES = ("decoder_", "mask_token")
 # the usual number of attention heads of a ViT of each width (64-d heads)
@@ -53,6 +56,13 @@ def _check_writable(path: Path) -> None:
     blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
     if blocking is not None:
         raise EmaeError(f"{path}: cannot be written: {blocking} is a file, not a folder")
+
+
+def untrained_checkpoint(cfg: PretrainConfig) -> dict[str, Any]:
+    """The checkpoint of a run of ``cfg`` before its first update (``emae pretrain --epochs 0``): the untrained
+    backbone of the same architecture and seed, in the layout of every pre-training checkpoint."""
+    model = init_model(cfg.arch, cfg.img_size, cfg.in_chans, cfg.seed)
+    return {"model": model.state_dict(), "epoch": 0, "step": 0, "wall_time_s": 0.0, "config": cfg.to_dict()}
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

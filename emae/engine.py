@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from emae.checkpoint import load_checkpoint, save_checkpoint
+from emae.checkpoint import load_checkpoint, save_checkpoint, untrained_checkpoint
 from emae.config import PretrainConfig, add_config_arguments, explicit_values, resolve_config
 from emae.data import SkipBadImages, build_dataset, collate_counting_skipped, pretrain_transform
 from emae.distributed import DistInfo, all_reduce_mean, init_distributed, shutdown_distributed
@@ -34,7 +34,7 @@ from emae.errors import EmaeError
 from emae.losses import pixel_loss, pixel_targets, self_consistency_loss
 from emae.masking import make_part_masks, noise_shape
 from emae.settings import autocast_dtype, pick_device
-from emae.models import MaskedAutoencoderViT, build_model
+from emae.models import MaskedAutoencoderViT, build_model, init_model
 from results.records import Record, append_records, backbone_fields, provenance
 
 LAST = "checkpoint.pth"
@@ -68,18 +68,25 @@ def build_optimizer(model: MaskedAutoencoderViT, cfg: PretrainConfig, lr: float)
                                fused=True)
 
 
-def flops_per_iteration(cfg: PretrainConfig, batch: int) -> int:
-    """FLOPs of one forward + backward of a batch, counted by torch's FLOP counter on the meta device."""
-    from torch.utils.flop_counter import FlopCounterMode
-
+def flops_per_iteration(cfg: PretrainConfig, batch: int, observer=None) -> int:
+    """FLOPs of one forward + backward of a batch, counted by torch's FLOP counter on the meta device.
+    ``observer`` (a ``TorchDispatchMode``) sees the same operations: the benchmarks note the matrix products."""
     with torch.device("meta"):
         model = build_model(cfg.arch, cfg.img_size, cfg.in_chans)
         imgs = torch.zeros(batch, cfg.in_chans, cfg.img_size, cfg.img_size)
         noise = torch.zeros(noise_shape(cfg.method_spec.masking, batch, model.num_patches, cfg.parts))
     masks = make_part_masks(cfg.method_spec.masking, noise, cfg.parts, cfg.mask_ratio)
-    with FlopCounterMode(display=False) as counter:
-        loss, _ = compute_loss(model, imgs, masks, cfg)
-        loss.backward()
+    return forward_backward_flops(lambda: compute_loss(model, imgs, masks, cfg)[0], observer)
+
+
+def forward_backward_flops(loss_fn, observer=None) -> int:
+    """FLOPs of ``loss_fn()`` and of the backward of the scalar it returns, by torch's FLOP counter (matrix
+    products, convolutions, attention). On the meta device nothing is computed, and attention runs as its two
+    batched products, which the counter counts (the fused CPU attention kernel it does not)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter, observer or nullcontext():
+        loss_fn().backward()
     return counter.get_total_flops()
 
 
@@ -96,7 +103,18 @@ def compute_loss(model: torch.nn.Module, imgs: torch.Tensor, masks, cfg: Pretrai
     with nullcontext() if w_consistency else torch.no_grad():
         cons = self_consistency_loss(pred, masks.mask)
     loss = w_pixel * pix + w_consistency * cons
-    return loss, {"pixel_loss": pix.detach(), "consistency_loss": cons.detach()}
+    return loss, {"pixel_loss": pix.detach(), "consistency_loss": cons.detach(),
+                  "prediction_spread": prediction_spread(pred.detach())}
+
+
+def prediction_spread(pred: torch.Tensor) -> torch.Tensor:
+    """How much predictions differ across the images of a batch: the standard deviation over images of each
+    part's prediction of each patch value, averaged. Near 0 means one prediction for every image (collapse).
+
+    Args:
+        pred: (B, K, N, P).
+    """
+    return pred.std(dim=0).mean()
 
 
 def rng_state(mask_generator: torch.Generator) -> dict:
@@ -176,6 +194,11 @@ def train(cfg: PretrainConfig, resume: str | os.PathLike | None = None) -> dict:
     random.seed(cfg.seed + info.rank)
     np.random.seed(cfg.seed + info.rank)
     out = Path(cfg.output_dir)
+    if cfg.epochs == 0:  # the untrained baseline: no data is read, no update made
+        if info.is_main:
+            start_folder(out, cfg)
+            save_checkpoint(untrained_checkpoint(cfg), out / LAST)
+        return {"output_dir": str(out), "checkpoint": str(out / LAST), "epochs": 0, "steps": 0, "wall_time_s": 0.0}
 
     dataset = build_dataset(cfg.dataset, cfg.data, True, pretrain_transform(cfg.img_size, cfg.mean, cfg.std,
                             cfg.crop_min_scale), cfg.in_chans, cfg.subset)
@@ -193,7 +216,7 @@ def train(cfg: PretrainConfig, resume: str | os.PathLike | None = None) -> dict:
         raise EmaeError(f"{cfg.data}: {len(dataset)} images are fewer than one effective batch of "
                         f"{cfg.batch_size * info.world_size * accum}")
 
-    model: torch.nn.Module = build_model(cfg.arch, cfg.img_size, cfg.in_chans).to(device)
+    model: torch.nn.Module = init_model(cfg.arch, cfg.img_size, cfg.in_chans, cfg.seed + info.rank).to(device)
     lr = learning_rate(cfg, info.world_size)
     optimizer = build_optimizer(model, cfg, lr)
     warmup = cfg.warmup_epochs * updates_per_epoch
@@ -212,10 +235,7 @@ def train(cfg: PretrainConfig, resume: str | os.PathLike | None = None) -> dict:
             raise EmaeError(f"{resume}: its weights do not fit its config's model ({cfg.arch}): "
                             f"{' '.join(str(e).split())[:300]}") from None
     if info.is_main:  # the data, model and checkpoint are good: the run's folder may be written
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
-        for stale in out.glob(".checkpoint*.tmp"):  # left by a run killed while writing a checkpoint
-            stale.unlink()
+        start_folder(out, cfg)
     log = MetricsLog(out, info.is_main)
     if ckpt is not None:
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -256,6 +276,14 @@ def train(cfg: PretrainConfig, resume: str | os.PathLike | None = None) -> dict:
     return summary
 
 
+def start_folder(out: Path, cfg: PretrainConfig) -> None:
+    """Create the run's folder with its ``config.json``; drop temporary files of a run killed mid-write."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    for stale in out.glob(".checkpoint*.tmp"):
+        stale.unlink()
+
+
 def unwrap(model: torch.nn.Module) -> MaskedAutoencoderViT:
     """The model inside a compiled and/or DDP wrapper."""
     model = getattr(model, "_orig_mod", model)  # torch.compile's OptimizedModule
@@ -270,7 +298,7 @@ def train_one_epoch(model, net, loader, optimizer, scheduler, scaler, mask_gener
     num_patches = unwrap(model).num_patches
     strategy = cfg.method_spec.masking
     epoch_loss, epoch_updates, images, started = 0.0, 0, 0, time.perf_counter()
-    terms = torch.zeros(3, device=device)  # loss, pixel, consistency of the current update
+    terms = torch.zeros(4, device=device)  # loss, pixel, consistency, spread of the current update
     skipped = 0
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not info.is_main or None, leave=False)
     for it, (imgs, _, n_skipped) in enumerate(bar):
@@ -291,7 +319,8 @@ def train_one_epoch(model, net, loader, optimizer, scheduler, scaler, mask_gener
                     f"non-finite loss {value} at step {step + 1} (epoch {epoch + 1}); stopping. The last good "
                     f"checkpoint is {out / LAST}" + ("" if (out / LAST).exists() else " (none written yet)"))
             scaler.scale(loss / accum).backward()
-        terms += torch.stack([loss.detach(), parts["pixel_loss"], parts["consistency_loss"]]) / accum
+        terms += torch.stack([loss.detach(), parts["pixel_loss"], parts["consistency_loss"],
+                              parts["prediction_spread"]]) / accum
         images += imgs.shape[0] * info.world_size
         skipped += n_skipped
         if not sync:
@@ -310,7 +339,8 @@ def train_one_epoch(model, net, loader, optimizer, scheduler, scaler, mask_gener
         if step % cfg.log_every == 0:
             elapsed = time.perf_counter() - started
             entry = {"step": step, "epoch": epoch + 1, "loss": mean_terms[0], "pixel_loss": mean_terms[1],
-                     "consistency_loss": mean_terms[2], "lr": optimizer.param_groups[0]["lr"],
+                     "consistency_loss": mean_terms[2], "prediction_spread": mean_terms[3],
+                     "lr": optimizer.param_groups[0]["lr"],
                      "images_per_s": images / elapsed}
             if skipped:
                 entry["skipped_images"] = skipped

@@ -45,6 +45,9 @@ def register_arch(name: str, arch: ViTArch) -> None:
 # a ViT small enough to pre-train on Fashion-MNIST (32 px, N = 64 patches of 4 px) in minutes on a CPU
 register_arch("vit_tiny_fmnist", ViTArch(patch_size=4, embed_dim=128, depth=4, num_heads=4, decoder_embed_dim=64,
                                          decoder_depth=2, decoder_num_heads=2))
+# the same width with 8 px patches (N = 16 at 32 px): four times fewer tokens, the small-scale study's model
+register_arch("vit_tiny_p8_fmnist", ViTArch(patch_size=8, embed_dim=128, depth=4, num_heads=4, decoder_embed_dim=64,
+                                            decoder_depth=2, decoder_num_heads=2))
 register_arch("vit_small_patch16", ViTArch(16, 384, 12, 6, timm_name="vit_small_patch16_224"))
 register_arch("vit_base_patch16", ViTArch(16, 768, 12, 12, timm_name="vit_base_patch16_224"))
 register_arch("vit_large_patch16", ViTArch(16, 1024, 24, 16, timm_name="vit_large_patch16_224"))
@@ -167,6 +170,13 @@ class MaskedAutoencoderViT(nn.Module):
 def build_model(arch: str, img_size: int, in_chans: int) -> MaskedAutoencoderViT:
     """The model of a registered architecture at an image size and channel count."""
     return MaskedAutoencoderViT(img_size=img_size, in_chans=in_chans, **_model_kwargs(get_arch(arch)))
+
+
+def init_model(arch: str, img_size: int, in_chans: int, seed: int) -> MaskedAutoencoderViT:
+    """The model a run of ``seed`` starts from: MAE's initialisation under ``torch.manual_seed(seed)``. With no
+    training, it is the untrained backbone every accuracy is read against."""
+    torch.manual_seed(seed)
+    return build_model(arch, img_size, in_chans)
 
 
 def _model_kwargs(arch: ViTArch) -> dict:

@@ -1,5 +1,5 @@
 """``emae pipeline``: pre-train -> export -> every evaluation whose framework is installed -> report, for MAE
-and EMAE side by side.
+and EMAE side by side, with kNN and the linear probe of the untrained backbone and of raw pixels beside them.
 
 Each stage is one ``emae`` command run in its own process, with its output in ``ROOT/logs/STAGE.log``;
 the display shows one line per stage. ``ROOT/pipeline.json`` records the finished stages, so a re-run
@@ -58,6 +58,7 @@ def stages(cfg: PipelineConfig) -> list[Stage]:
         out.append(Stage("data/detection", ("data", "detection", "--out", str(data / "detection")), "detectron2"))
     if cfg.segmentation:
         out.append(Stage("data/segmentation", ("data", "segmentation", "--out", str(data / "segmentation")), "mmseg"))
+    out += baseline_stages(root, "", cfg.preset, cfg.seed, cfg.eval_preset, cfg.pretrain_args)
     for method in METHODS:
         run = root / method
         ckpt = str(run / "pretrain" / "checkpoint.pth")
@@ -84,6 +85,18 @@ def stages(cfg: PipelineConfig) -> list[Stage]:
                              "mmseg"))
     out.append(Stage("report", ("report", "--records", str(root), "--out", str(root / "report"))))
     return out
+
+
+def baseline_stages(root: Path, suffix: str, preset: str, seed: int, eval_preset: str,
+                    pretrain_args: tuple[str, ...] = ()) -> list[Stage]:
+    """kNN and the linear probe of the baselines every accuracy is read against: the untrained backbone of the
+    pre-training preset's architecture and seed (``emae pretrain --epochs 0``), in ``ROOT/untrained{suffix}``,
+    and raw pixels, in ``ROOT/pixels{suffix}``."""
+    untrained, pixels = f"untrained{suffix}", f"pixels{suffix}"
+    checkpoint = root / untrained / "pretrain" / "checkpoint.pth"
+    return [pretrain_stage(f"{untrained}/pretrain", preset, "mae", seed, checkpoint.parent, (*pretrain_args, "--epochs", "0")),
+            *classification_stages(untrained, root / untrained, str(checkpoint), seed, eval_preset),
+            *classification_stages(pixels, root / pixels, "pixels", seed, eval_preset)]
 
 
 def pretrain_stage(name: str, preset: str, method: str, seed: int, out: Path, extra: tuple[str, ...]) -> Stage:

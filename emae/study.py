@@ -1,7 +1,8 @@
 """``emae study``: the small-scale reproduction of Table XII: pre-training length against accuracy and time.
 
-For each method and pre-training length (epochs) and each seed: pre-train (the ``fmnist-tiny`` preset, one
-warm-up epoch in four), then kNN and the linear probe, and at the end the report, whose Table XII holds
+For each seed, the baselines (the untrained backbone of the preset's architecture and seed, and raw pixels), then
+for each method and pre-training length (epochs): pre-train (one warm-up epoch in four), then kNN and the linear
+probe, and at the end the report, whose Table XII holds
 the means over seeds and whose cost table and plot put top-1 against pre-training wall time. The stages
 run through :func:`emae.pipeline.run_stages`: resumable, stopping at the first failed stage.
 
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from emae.errors import EmaeError
 from emae.methods import METHODS
-from emae.pipeline import Stage, classification_stages, pretrain_stage, run_stages
+from emae.pipeline import Stage, baseline_stages, classification_stages, pretrain_stage, run_stages
 
 # the committed study (results/records/fmnist-study): about 80 minutes on a 2-core CPU
 DEFAULT_RUNS = ("mae:1,2,4,8", "emae:1,2,4", "parallel:4", "consistency:4")
@@ -44,6 +45,7 @@ def study_stages(root: Path, runs: list[tuple[str, int]], seeds: list[int], pres
     """Seed by seed, so that a study stopped early already has every setting of its first seeds."""
     plan = []
     for seed in seeds:
+        plan += baseline_stages(root, f"-seed{seed}", preset, seed, eval_preset, pretrain_args)
         for method, epochs in runs:
             name = f"{method}-ep{epochs}-seed{seed}"
             run = root / name

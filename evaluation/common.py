@@ -24,20 +24,22 @@ import torch
 from torch.utils.data import Dataset, Subset
 from torchvision import transforms
 
-from emae.checkpoint import load_checkpoint
+from emae.checkpoint import load_checkpoint, save_checkpoint, untrained_checkpoint
 from emae import settings
-from emae.config import FASHION_MNIST_DIR
+from emae.config import FASHION_MNIST_DIR, PretrainConfig, preset_config
 from emae.data import build_dataset
 from emae.distributed import DistInfo, init_distributed
 from emae.errors import EmaeError
 from emae.settings import autocast_dtype, pick_device
 from evaluation.presets import preset_values
-from results.records import RECORDS_FILE, Record, append_records, backbone_fields, provenance, read_records, sha256_file
+from results.records import (PIXELS, RECORDS_FILE, VARIANT_FIELDS, Record, append_records, backbone_fields,
+                             provenance, read_records, sha256_file)
 
 # fields that change how a run goes, not what it computes: they may differ when a run is resumed or re-run
 CHECKPOINT = "checkpoint.pth"  # an evaluation's training state in its output folder
 RUN_FIELDS = frozenset({"num_workers", "device", "threads", "dist_timeout", "output_dir", "features_dir"})
 POOLS = ("token", "avg")
+RANDOM = "random"  # --checkpoint random: the untrained backbone
 
 
 @dataclass
@@ -45,7 +47,10 @@ class EvalConfig:
     """The fields every evaluation has. Subclasses add their protocol's and may change defaults."""
 
     protocol: typing.ClassVar[str] = ""  # the records' protocol: knn, linprobe, finetune
-    checkpoint: str = ""  # our pre-training checkpoint, an official MAE checkpoint or a timm ViT state dict
+    takes_pixels: typing.ClassVar[bool] = False  # whether --checkpoint pixels (features = raw pixels) applies
+    # our pre-training checkpoint, an official MAE checkpoint or a timm ViT state dict; or a baseline: "random"
+    # (the untrained backbone of ``arch`` (default: the pre-training preset's) and ``seed``) or "pixels" (raw pixels)
+    checkpoint: str = ""
     arch: str = ""  # a registered architecture the checkpoint must fit ("": read from the weights)
     preset: str = "fmnist"
     # data
@@ -79,6 +84,9 @@ class EvalConfig:
     def validate(self) -> "EvalConfig":
         if not self.checkpoint:
             raise EmaeError("--checkpoint is required")
+        if self.checkpoint == PIXELS and not self.takes_pixels:
+            raise EmaeError(f"--checkpoint pixels (the raw-pixel baseline) has no backbone to {self.protocol}; it "
+                            f"applies to kNN and the fast linear probe")
         if self.global_pool not in POOLS:
             raise EmaeError(f"global_pool must be one of {POOLS}, got {self.global_pool!r}")
         if self.amp not in ("auto", "bf16", "fp16", "none"):
@@ -111,8 +119,24 @@ def resolve_config(cls: type[EvalConfig], args: argparse.Namespace):
     """defaults < preset < config file < explicit flags, validated; the checkpoint path made absolute."""
     merged = settings.resolve(cls, args, lambda name: preset_values(name, cls.protocol))
     cfg = cls.from_dict(merged).validate()
-    cfg.checkpoint = str(Path(cfg.checkpoint).absolute())
+    if cfg.checkpoint == RANDOM:
+        cfg.checkpoint = str(untrained_file(cfg))
+    if cfg.checkpoint != PIXELS:
+        cfg.checkpoint = str(Path(cfg.checkpoint).absolute())
     return cfg
+
+
+def untrained_file(cfg: EvalConfig, folder: str | os.PathLike = "runs/baselines") -> Path:
+    """``--checkpoint random``: the untrained backbone of ``cfg.arch`` (default: the pre-training preset's), at
+    ``cfg.img_size`` (default: the preset's), of ``cfg.seed``, as ``emae pretrain --epochs 0`` writes it;
+    written once to ``folder`` and read from there afterwards."""
+    values = {k: v for k, v in dict(arch=cfg.arch, img_size=cfg.img_size).items() if v}
+    pretrain = PretrainConfig.from_dict({**preset_config(PretrainConfig.preset).to_dict(), **values,
+                                         "in_chans": len(cfg.mean), "seed": cfg.seed, "epochs": 0}).validate()
+    path = Path(folder) / f"untrained-{pretrain.arch}-{pretrain.img_size}px-{pretrain.in_chans}ch-seed{cfg.seed}.pth"
+    if not path.exists():
+        save_checkpoint(untrained_checkpoint(pretrain), path)
+    return path.absolute()
 
 
 def comparable(config: dict) -> dict:
@@ -153,7 +177,7 @@ def start_run(cfg: EvalConfig, distributed: bool = False) -> tuple[EvalRun, list
     """
     started = time.perf_counter()
     path = Path(cfg.checkpoint)
-    if not path.is_file():
+    if cfg.checkpoint != PIXELS and not path.is_file():
         raise EmaeError(f"{path}: checkpoint not found")
     device = pick_device(cfg.device)
     if cfg.threads:
@@ -167,8 +191,8 @@ def start_run(cfg: EvalConfig, distributed: bool = False) -> tuple[EvalRun, list
             raise EmaeError(f"{cfg.protocol} runs in one process; launch it without torchrun")
         info = DistInfo()
     seed_everything(cfg.seed + info.rank)
-    sha = sha256_file(path)
-    out = Path(cfg.output_dir or f"runs/eval/{cfg.protocol}-{cfg.preset}-{sha[:12]}")
+    sha = "" if cfg.checkpoint == PIXELS else sha256_file(path)
+    out = Path(cfg.output_dir or f"runs/eval/{cfg.protocol}-{cfg.preset}-{sha[:12] or PIXELS}")
     run = EvalRun(cfg, out, device, autocast_dtype(cfg.amp, device), info, sha, started)
     config_file = out / "config.json"
     if config_file.exists() and (run.records_path.exists() or (out / CHECKPOINT).exists()):
@@ -202,17 +226,21 @@ def write_records(run: EvalRun, backbone_config: dict | None, arch: str, metrics
                   wall_time_s: float, extra: dict) -> list[Record]:
     """Append one record per metric (values in percent) to ``OUTPUT_DIR/records.jsonl`` and print them.
 
-    The pre-training ``parts`` and ``mask_ratio`` go into ``extra`` so that the report tells ablation variants
-    apart.
+    The pre-training settings that make ablation variants (``VARIANT_FIELDS``) go into ``extra`` so that the
+    report tells them apart. The raw-pixel baseline is method ``pixels``, 0 pre-training epochs on no data.
     """
     cfg = run.cfg
-    overrides = {"method": cfg.method or None, "pretrain_epochs": cfg.pretrain_epochs or None,
-                 "pretrain_data": cfg.pretrain_data or None}
+    if cfg.checkpoint == PIXELS:
+        overrides = {"method": PIXELS, "pretrain_epochs": 0, "pretrain_data": "none"}
+    else:
+        overrides = {"method": cfg.method or None, "pretrain_epochs": cfg.pretrain_epochs or None,
+                     "pretrain_data": cfg.pretrain_data or None}
     details = dict(extra, output_dir=str(run.out))
     if backbone_config:
-        details.update({k: backbone_config[k] for k in ("parts", "mask_ratio") if k in backbone_config})
+        details.update({k: backbone_config[k] for k in VARIANT_FIELDS if k in backbone_config})
     base = dict(backbone_fields(backbone_config, arch, overrides), protocol=cfg.protocol, dataset=cfg.eval_name,
-                seed=cfg.seed, extra=details, **provenance(cfg.to_dict(), cfg.checkpoint, wall_time_s))
+                seed=cfg.seed, extra=details,
+                **provenance(cfg.to_dict(), None if cfg.checkpoint == PIXELS else cfg.checkpoint, wall_time_s))
     records = [Record(metric=metric, value=float(value), **base) for metric, value in metrics.items()]
     append_records(run.records_path, records)
     print_records(records)

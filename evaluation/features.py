@@ -1,4 +1,4 @@
-"""Frozen features: a backbone that never trains, and features extracted once and cached on disk."""
+"""Frozen features: a backbone that never trains, features extracted once and cached on disk, and raw pixels."""
 from __future__ import annotations
 
 import hashlib
@@ -15,10 +15,12 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from emae.checkpoint import load_checkpoint, save_checkpoint
+from emae.config import PretrainConfig
 from emae.data import eval_transform
 from emae.errors import EmaeError
-from evaluation.backbone import BackboneWeights, LoadReport, build_vit, print_load
+from evaluation.backbone import BackboneWeights, LoadReport, build_vit, print_load, read_backbone
 from evaluation.common import EvalRun, eval_datasets
+from results.records import PIXELS
 
 
 class FrozenEncoder(nn.Module):
@@ -85,6 +87,28 @@ class FeatureSplits:
     num_classes: int
     report: LoadReport
     reused: bool  # read from the cache, made by an earlier run (whose wall time holds their extraction)
+    config: dict | None  # the backbone's pre-training config, where it has one (the records' backbone fields)
+    arch: str  # the backbone's architecture, or "pixels"
+
+
+def evaluation_features(run: EvalRun, cache_dir: str = "") -> FeatureSplits:
+    """The features the config's checkpoint gives: a backbone's (:func:`frozen_features`), or raw pixels for
+    ``--checkpoint pixels`` (:func:`pixel_features`)."""
+    if run.cfg.checkpoint == PIXELS:
+        return pixel_features(run)
+    return frozen_features(run, read_backbone(run.cfg.checkpoint, run.cfg.arch), cache_dir)
+
+
+def pixel_features(run: EvalRun) -> FeatureSplits:
+    """The raw-pixel baseline: each image's normalised pixels, flattened to (C * H * W,), after the evaluation
+    preprocessing at ``img_size`` (default: the pre-training preset's, the size the backbones see)."""
+    cfg = run.cfg
+    transform = eval_transform(cfg.img_size or PretrainConfig.img_size, cfg.mean, cfg.std, cfg.crop_ratio)
+    train, val, classes = eval_datasets(cfg, transform, transform, len(cfg.mean))
+    flatten = nn.Flatten()
+    splits = [extract_features(flatten, dataset, cfg.batch_size, cfg.num_workers, run.device, desc=f"{name} pixels")
+              for name, dataset in (("train", train), ("val", val))]
+    return FeatureSplits(splits[0], splits[1], classes, LoadReport((), (), (), (), None), False, None, PIXELS)
 
 
 def frozen_features(run: EvalRun, weights: BackboneWeights, cache_dir: str = "") -> FeatureSplits:
@@ -112,4 +136,4 @@ def frozen_features(run: EvalRun, weights: BackboneWeights, cache_dir: str = "")
                                                                 run.device, run.amp_dtype, desc=f"{name} features"))
         splits.append(tuple(split))
         reused.append(cached)
-    return FeatureSplits(splits[0], splits[1], classes, report, all(reused))
+    return FeatureSplits(splits[0], splits[1], classes, report, all(reused), weights.config, weights.arch)

@@ -14,9 +14,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from emae.errors import EmaeError
-from evaluation.backbone import read_backbone
 from evaluation.common import EvalConfig, add_config_arguments, resolve_config, start_run, print_records, write_records
-from evaluation.features import frozen_features
+from evaluation.features import evaluation_features
 
 
 @dataclass
@@ -26,6 +25,7 @@ class KnnConfig(EvalConfig):
     features_dir: str = ""  # where frozen features are cached ("": the output folder); shareable with linprobe
 
     protocol = "knn"
+    takes_pixels = True
 
     def validate(self) -> "KnnConfig":
         super().validate()
@@ -62,15 +62,14 @@ def run(cfg: KnnConfig):
     if done:
         print_records(done, " (already done: the record exists)")
         return done
-    weights = read_backbone(cfg.checkpoint, cfg.arch)
-    data = frozen_features(ev, weights, cfg.features_dir)
+    data = evaluation_features(ev, cfg.features_dir)
     (train_x, train_y), (val_x, val_y) = data.train, data.val
     scores = knn_scores(train_x.to(ev.device), train_y.to(ev.device), val_x.to(ev.device), data.num_classes,
                         cfg.k, cfg.temperature)
     top1 = (scores.argmax(1).cpu() == val_y).float().mean().item() * 100
     extra = {"k": cfg.k, "temperature": cfg.temperature, "train_images": len(train_y), "val_images": len(val_y),
              "features_reused": data.reused, "load_report": data.report.to_dict()}
-    return write_records(ev, weights.config, weights.arch, {"top1": top1}, ev.elapsed(), extra)
+    return write_records(ev, data.config, data.arch, {"top1": top1}, ev.elapsed(), extra)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

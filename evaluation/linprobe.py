@@ -27,11 +27,12 @@ from torch.utils.data import DistributedSampler
 
 from emae.data import eval_transform, pretrain_transform
 from emae.errors import EmaeError
-from evaluation.backbone import BackboneWeights, LoadReport, build_vit, print_load, read_backbone
+from evaluation.backbone import LoadReport, build_vit, print_load, read_backbone
 from evaluation.common import (EvalConfig, EvalRun, add_config_arguments, eval_datasets, print_records,
                                resolve_config, start_run, write_records)
-from evaluation.features import FrozenEncoder, frozen_features
+from evaluation.features import FrozenEncoder, evaluation_features
 from evaluation.training import Trainer, accumulation_steps, cosine_schedule, fit, image_loaders
+from results.records import PIXELS
 
 
 @dataclass
@@ -49,9 +50,13 @@ class LinprobeConfig(EvalConfig):
     features_dir: str = ""  # fast mode: where features are cached ("": the output folder); shareable with knn
 
     protocol = "linprobe"
+    takes_pixels = True
 
     def validate(self) -> "LinprobeConfig":
         super().validate()
+        if self.checkpoint == PIXELS and not self.fast:
+            raise EmaeError("--checkpoint pixels (the raw-pixel baseline) needs --fast: the probe trains on the "
+                            "pixels themselves")
         if not self.blrs or min(self.blrs) <= 0:
             raise EmaeError(f"blrs must be one or more positive base learning rates, got {self.blrs}")
         if self.epochs < 1 or not 0 <= self.warmup_epochs <= self.epochs:
@@ -131,12 +136,15 @@ class ProbeSetup:
     batch: int
     report: LoadReport
     train_images: int
+    config: dict | None  # the backbone's pre-training config (the records' backbone fields)
+    arch: str
     features_reused: bool = False  # fast mode: features read from the cache
 
 
-def _full_setup(ev: EvalRun, weights: BackboneWeights) -> ProbeSetup:
+def _full_setup(ev: EvalRun) -> ProbeSetup:
     """Frozen encoder + probes on augmented images."""
     cfg = ev.cfg
+    weights = read_backbone(cfg.checkpoint, cfg.arch)
     vit, report = build_vit(weights, img_size=cfg.img_size, global_pool=cfg.global_pool)
     if ev.dist.is_main:
         print_load(weights, report)
@@ -152,19 +160,20 @@ def _full_setup(ev: EvalRun, weights: BackboneWeights) -> ProbeSetup:
                                                       ev.device)
     accum = accumulation_steps(cfg.effective_batch, cfg.batch_size, ev.dist.world_size)
     batch = accum * cfg.batch_size * ev.dist.world_size
-    return ProbeSetup(model, grid, train_loader, val_loader, sampler, accum, batch, report, len(train))
+    return ProbeSetup(model, grid, train_loader, val_loader, sampler, accum, batch, report, len(train), weights.config,
+                      weights.arch)
 
 
-def _fast_setup(ev: EvalRun, weights: BackboneWeights) -> ProbeSetup:
-    """Probes on cached features (one process, one batch per update)."""
+def _fast_setup(ev: EvalRun) -> ProbeSetup:
+    """Probes on cached features, or on raw pixels (one process, one batch per update)."""
     cfg = ev.cfg
-    data = frozen_features(ev, weights, cfg.features_dir)
+    data = evaluation_features(ev, cfg.features_dir)
     (train_x, train_y), (val_x, val_y) = [(x.to(ev.device), y.to(ev.device)) for x, y in (data.train, data.val)]
     grid = HeadGrid(train_x.shape[1], data.num_classes, len(cfg.blrs)).to(ev.device)
     batch = cfg.effective_batch or cfg.batch_size
     return ProbeSetup(grid, grid, FeatureBatches(train_x, train_y, batch, shuffle=True),
                       FeatureBatches(val_x, val_y, 4096, shuffle=False), None, 1, batch, data.report,
-                      len(train_y), data.reused)
+                      len(train_y), data.config, data.arch, data.reused)
 
 
 def run(cfg: LinprobeConfig):
@@ -173,8 +182,7 @@ def run(cfg: LinprobeConfig):
     if done:
         print_records(done, " (already done: the records exist)")
         return done
-    weights = read_backbone(cfg.checkpoint, cfg.arch)
-    probe = _fast_setup(ev, weights) if cfg.fast else _full_setup(ev, weights)
+    probe = _fast_setup(ev) if cfg.fast else _full_setup(ev)
     updates = len(probe.train_loader) // probe.accum
     if updates == 0:
         raise EmaeError(f"{cfg.data}: fewer training images than one batch of {probe.batch}")
@@ -192,7 +200,7 @@ def run(cfg: LinprobeConfig):
              "blr": cfg.blrs[best], "lr": lrs[best], "heads": {str(b): t for b, t in zip(cfg.blrs, last["top1"])},
              "peak_top1": max(max(e["top1"]) for e in history), "train_images": probe.train_images,
              "features_reused": probe.features_reused, "load_report": probe.report.to_dict()}
-    return write_records(ev, weights.config, weights.arch, {"top1": last["top1"][best], "top5": last["top5"][best]},
+    return write_records(ev, probe.config, probe.arch, {"top1": last["top1"][best], "top5": last["top5"][best]},
                          wall, extra)
 
 

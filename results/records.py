@@ -24,6 +24,10 @@ from emae.errors import EmaeError
 from results.datasets import canonical_dataset
 
 RECORDS_FILE = "records.jsonl"
+# the baselines' names in the method field: the untrained backbone (0 pre-training epochs) and raw pixels
+UNTRAINED, PIXELS = "untrained", "pixels"
+# the pre-training settings that tell apart variants of one method (copied into evaluation records' extra)
+VARIANT_FIELDS = ("parts", "mask_ratio", "pixel_weight", "consistency_weight", "norm_pix_loss")
 
 
 @dataclass(frozen=True)
@@ -174,11 +178,12 @@ def backbone_fields(config: dict | None, arch: str, overrides: dict | None = Non
 
     ``config`` is the pre-training config stored in our checkpoints and exports (None for an official
     MAE or timm checkpoint: then the method is ``mae`` and the epochs ``-1`` (unknown) unless
-    ``overrides`` say otherwise). ``arch`` names the encoder when the config does not.
+    ``overrides`` say otherwise); a config of 0 epochs is the untrained backbone, method ``untrained``.
+    ``arch`` names the encoder when the config does not.
     """
     fields = {"method": "mae", "arch": arch, "pretrain_epochs": -1, "pretrain_data": "unknown"}
     if config:
-        fields.update(method=config["method"], arch=config["arch"], pretrain_epochs=config["epochs"],
-                      pretrain_data=config.get("data_name") or Path(config["data"]).name)
+        fields.update(method=config["method"] if config["epochs"] else UNTRAINED, arch=config["arch"],
+                      pretrain_epochs=config["epochs"], pretrain_data=config.get("data_name") or Path(config["data"]).name)
     fields.update({k: v for k, v in (overrides or {}).items() if v is not None})
     return fields

@@ -1,7 +1,8 @@
 """``emae report``: the paper's tables rebuilt from its published numbers and our result records.
 
 Writes into ``--out``: ``report.md`` (for the README), ``report.html`` (one page, figures embedded),
-``report.tex`` (booktabs), one CSV of numbers per table (``table_II.csv``, ..., ``cost.csv``) and the
+``report.tex`` (booktabs), one CSV of numbers per table (``table_II.csv``, ..., ``cost.csv``, and
+``performance.csv`` when there are benchmark records) and the
 figures as PNG: ``lp_vs_epochs.png`` (Table XII) and, once there are pre-training records with accuracies,
 ``accuracy_vs_wall_time.png``.
 """
@@ -36,6 +37,12 @@ COST_NOTE = ("From our pretrain records: iterations, images seen and FLOPs per i
              "linear probe where there is one, else k-NN. Speed-up: MAE's wall time over the run's, for runs that "
              "reach the accuracy of MAE's longest run (1 marks that MAE run).")
 
+BENCHMARK = "benchmark"  # the protocol of the records that benchmarks/run_all.py writes
+PERFORMANCE_NOTE = ("From the benchmark records (`python -m benchmarks.run_all`, protocol benchmark): per figure and "
+                    "machine, the median and spread (min-max over the run's rounds) of the latest run, its target and "
+                    "whether the median meets it, and the medians of every run recorded. \"invalid\": a fraction of "
+                    "the matmul ceiling above 1, whose ceiling was measured too low.")
+
 SUMMARY_NOTE = ("Every metric our records hold, per pre-training setting: mean over seeds, \"± std\" where there are "
                 "several; a pretrain row is the pre-training's wall time in seconds.")
 
@@ -52,9 +59,50 @@ class Section:
     figure: Path | None = None
 
 
+def _g(value: float) -> str:
+    return f"{value:.3g}"
+
+
+def performance_frames(records: list[Record]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(display, numbers) of the benchmark records: one row per figure and machine, from its latest run."""
+    rows = []
+    for (hardware, name), group in _group_runs(records).items():
+        last = group[-1].extra
+        medians = [r.value for r in group]
+        met = "invalid" if last.get("invalid") else {None: "-", True: "yes", False: "no"}[last.get("met")]
+        rows.append({"Figure": f"{last['figure']} {name}", "Hardware": hardware, "Median": last["median"],
+                     "Low": last["low"], "High": last["high"], "Unit": last.get("unit", ""),
+                     "Target": last.get("target") or "-", "Met": met, "Runs": len(group),
+                     "Runs low": min(medians), "Runs high": max(medians), "Date": group[-1].date})
+    numbers = pd.DataFrame(rows, columns=["Figure", "Hardware", "Median", "Low", "High", "Unit", "Target", "Met",
+                                          "Runs", "Runs low", "Runs high", "Date"])
+    display = pd.DataFrame({
+        "Figure": numbers["Figure"], "Hardware": numbers["Hardware"],
+        "Median": [_g(m) + u for m, u in zip(numbers["Median"], numbers["Unit"])],
+        "Spread": [f"{_g(lo)}-{_g(hi)}" for lo, hi in zip(numbers["Low"], numbers["High"])],
+        "Target": numbers["Target"], "Met": numbers["Met"],
+        "Medians of all runs": [f"{_g(lo)}-{_g(hi)} ({n})" if n > 1 else "-" for lo, hi, n in
+                                zip(numbers["Runs low"], numbers["Runs high"], numbers["Runs"])],
+        "Latest run": numbers["Date"]})
+    return display, numbers
+
+
+def _group_runs(records: list[Record]) -> dict[tuple[str, str], list[Record]]:
+    """Benchmark records by (hardware, figure name), oldest run first, in the order the latest run printed them."""
+    groups: dict[tuple[str, str], list[Record]] = {}
+    last_seen: dict[tuple[str, str], int] = {}
+    for i, r in enumerate(sorted(records, key=lambda r: r.date)):  # stable: a run's records keep their order
+        key = (r.hardware, r.extra["name"])
+        groups.setdefault(key, []).append(r)
+        last_seen[key] = i
+    return {key: groups[key] for key in sorted(groups, key=last_seen.get)}
+
+
 def build_sections(records: list[Record], source: Path, out: Path) -> list[Section]:
-    """Every table of the paper with our rows, and the cost of our runs after Table I; draws the figures in ``out``.
-    ``source`` is where the records were read."""
+    """Every table of the paper with our rows, and the cost of our runs after Table I; the benchmark records, if
+    any, in a last section (Performance); draws the figures in ``out``. ``source`` is where the records were read."""
+    bench = [r for r in records if r.protocol == BENCHMARK]
+    records = [r for r in records if r.protocol != BENCHMARK]
     ours = records_frame(records)
     display, numbers = summary_frames(ours)
     sections = [Section("summary", "Our runs side by side", display, numbers, [SUMMARY_NOTE])]
@@ -70,6 +118,9 @@ def build_sections(records: list[Record], source: Path, out: Path) -> list[Secti
             figure = plot_wall_time(cost, out / "accuracy_vs_wall_time.png")
             sections.append(Section("cost", "Our pre-training runs: cost and speed-up (in the spirit of Table I)",
                                     cost_table(cost), cost, notes, figure))
+    if bench:
+        display, numbers = performance_frames(bench)
+        sections.append(Section("performance", "Performance: the benchmarks", display, numbers, [PERFORMANCE_NOTE]))
     return sections
 
 
@@ -159,9 +210,10 @@ def parse_formats(text: str) -> list[str]:
     return formats
 
 
-def write_report(records_path: Path, out: Path, formats: list[str]) -> list[Path]:
-    """Build every section and write the chosen formats into ``out``; the paths written, figures included."""
-    records = read_records(records_path)
+def write_report(records_path: Path, out: Path, formats: list[str], bench_records: Path | None = None) -> list[Path]:
+    """Build every section and write the chosen formats into ``out``; the paths written, figures included.
+    ``bench_records``: benchmark records read in addition to those of ``records_path``."""
+    records = read_records(records_path) + (read_records(bench_records) if bench_records else [])
     out.mkdir(parents=True, exist_ok=True)
     sections = build_sections(records, records_path, out)
     written = [s.figure for s in sections if s.figure]
@@ -179,12 +231,15 @@ def write_report(records_path: Path, out: Path, formats: list[str]) -> list[Path
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--records", type=Path, default=DEFAULT_RECORDS,
                         help="a records file (JSON lines) or a folder of them (default: %(default)s)")
+    parser.add_argument("--bench-records", type=Path, default=None,
+                        help="benchmark records (python -m benchmarks.run_all, e.g. runs/bench/records.jsonl) for the "
+                             "Performance section, read in addition to --records")
     parser.add_argument("--out", type=Path, default=Path("reports"), help="output folder (default: %(default)s)")
     parser.add_argument("--format", default=",".join(FORMATS),
                         help="comma-separated formats among md, html, tex, csv (default: %(default)s)")
 
 
 def main(args: argparse.Namespace) -> int:
-    for path in write_report(args.records, args.out, parse_formats(args.format)):
+    for path in write_report(args.records, args.out, parse_formats(args.format), args.bench_records):
         print(path)
     return 0

@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from emae.errors import EmaeError
+from emae.methods import METHODS
 from results.records import Record
 
 REFERENCE_CSV = Path(__file__).parent / "reference" / "paper_tables.csv"
@@ -26,8 +27,10 @@ REFERENCE_FIELDS = ("table", "row", "section", "label", "citation", "method", "a
 # the paper's names for our architectures and methods, and how a row label names its protocol where it must
 ARCH_NAMES = {"vit_small_patch16": "ViT-S", "vit_base_patch16": "ViT-B", "vit_large_patch16": "ViT-L",
               "vit_huge_patch14": "ViT-H"}
-METHOD_NAMES = {"mae": "MAE", "emae": "EMAE", "parallel": "parallel mask", "random-k": "pure random mask",
-                "complementary": "complementary mask", "consistency": "pure self-consistency"}
+METHOD_NAMES = {"untrained": "untrained backbone", "pixels": "raw pixels", "mae": "MAE", "emae": "EMAE",
+                "parallel": "parallel mask", "random-k": "pure random mask", "complementary": "complementary mask",
+                "consistency": "pure self-consistency"}
+BASELINES = ("untrained", "pixels")  # what every accuracy is read against, first in the tables that show accuracy
 PROTOCOL_SUFFIXES = {"linprobe": ", linear probing", "finetune": ", fine-tuning", "knn": ", k-NN",
                      "vitdet-cascade-mask-rcnn": " + cascade"}
 DATA_ALIASES = {"imagenet": "imagenet-1k", "imagenet1k": "imagenet-1k", "in1k": "imagenet-1k",
@@ -115,19 +118,19 @@ SPECS: tuple[TableSpec, ...] = (
               index=(_METHOD, _EPOCHS), columns=_DET + (Column("mIoU", "upernet", "mIoU"),),
               pretrain_data="openimages"),
     TableSpec("X", "Ablation of whole-data utilization (mask strategies), ViT-B, linear probing top-1 (%)",
-              **_ABLATION, methods=("mae", "random-k", "parallel", "complementary"), labels={"mae": "baseline"}),
+              **_ABLATION, methods=(*BASELINES, "mae", "random-k", "parallel", "complementary"), labels={"mae": "baseline"}),
     TableSpec("XI", "Ablation of self-consistency learning, ViT-B, linear probing top-1 (%)",
-              **_ABLATION, methods=("parallel", "consistency", "emae"),
+              **_ABLATION, methods=(*BASELINES, "parallel", "consistency", "emae"),
               labels={"parallel": "pixel reconstruction", "emae": "pixel reconstruction + self-consistency"}),
     TableSpec("XII", "Linear probing top-1 (%) against pre-training epochs, ViT-B",
-              index=(_METHOD,), columns=(_LP,), by_epochs=True, methods=("mae", "parallel", "emae"),
+              index=(_METHOD,), columns=(_LP,), by_epochs=True, methods=(*BASELINES, "mae", "parallel", "emae"),
               labels={"mae": "baseline", "parallel": "+ parallel mask strategy", "emae": "++ self-consistency"}),
     TableSpec("XIII", "EMAE pre-trained for 1600 epochs, ViT-B",
               index=(("Metrics", "label"), _DATA, _EPOCHS),
               columns=(Column("Top-1", ("linprobe", "finetune"), "top1"),),
               methods=("emae",), pretrain_epochs=1600),
     TableSpec("XIV", "Number of parts K of EMAE against MAE at the same mask ratio 1 - 1/K, linear probing top-1 (%)",
-              index=(_METHOD,), columns=(_LP,), by_epochs=True, methods=("mae", "emae")),
+              index=(_METHOD,), columns=(_LP,), by_epochs=True, methods=(*BASELINES, "mae", "emae")),
     TableSpec("XV", "DINOv2 ViT-g linear classification of images reconstructed from 75 %-masked inputs",
               index=(("Metrics", "label"), ("Validation data", "dataset")),
               columns=(Column("Top-1", "reconstruction-classification", "top1"),), methods=("mae", "emae")),
@@ -163,15 +166,25 @@ def load_reference(path: str | Path = REFERENCE_CSV) -> pd.DataFrame:
 
 
 def variant_of(record: Record) -> str:
-    """The setting that tells apart rows of the same method: K or the mask ratio, where not the default."""
+    """The settings that tell apart rows of the same method, where not the default: K or the mask ratio, the
+    loss weights (``w_pix``, ``w_sc``) and pixel targets without per-patch normalisation."""
     settings = {**record.config, **record.extra}
+    names = []
     parts = settings.get("parts")
     if record.method in ("emae", "parallel", "consistency", "random-k") and parts not in (None, DEFAULT_PARTS):
-        return f"K={parts}"
+        names.append(f"K={parts}")
     ratio = settings.get("mask_ratio")
     if record.method == "mae" and ratio is not None and not math.isclose(ratio, DEFAULT_MASK_RATIO):
-        return f"mask ratio {100 * ratio:.1f}%"
-    return ""
+        names.append(f"mask ratio {100 * ratio:.1f}%")
+    if record.method in METHODS:
+        spec = METHODS[record.method]
+        for key, short, default in (("pixel_weight", "w_pix", spec.pixel_weight),
+                                    ("consistency_weight", "w_sc", spec.consistency_weight)):
+            if settings.get(key) is not None and not math.isclose(settings[key], default):
+                names.append(f"{short}={settings[key]:g}")
+        if settings.get("norm_pix_loss") is False:
+            names.append("pixel targets")
+    return ", ".join(names)
 
 
 def records_frame(records: list[Record]) -> pd.DataFrame:

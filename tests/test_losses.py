@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from emae.losses import patchify, pixel_loss, pixel_targets, self_consistency_loss, unpatchify
@@ -70,6 +71,39 @@ def test_self_consistency_equals_the_per_pair_loop_value_and_gradient():
         (grad_ref,) = torch.autograd.grad(ref, pred)
         assert torch.allclose(ours, ref)
         assert torch.allclose(grad_ours, grad_ref)
+
+
+def brute_force_consistency(pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The paper's definition written out element by element: for each image and each ordered pair (i, j),
+    i != j, the mean over the values of the patches masked in both of |p_i - sg(p_j)|; averaged over pairs, then
+    over images."""
+    b, k, n, _ = pred.shape
+    per_image = []
+    for img in range(b):
+        pairs = []
+        for i in range(k):
+            for j in range(k):
+                both = [p for p in range(n) if i != j and mask[img, i, p] and mask[img, j, p]]
+                if both:
+                    diffs = [(pred[img, i, p] - pred[img, j, p].detach()).abs().mean() for p in both]
+                    pairs.append(torch.stack(diffs).mean())
+        per_image.append(torch.stack(pairs).mean())
+    return torch.stack(per_image).mean()
+
+
+@pytest.mark.parametrize("k, n", [(3, 12), (4, 16), (4, 64)])
+def test_self_consistency_equals_the_brute_force_definition(k, n):
+    # parallel masks overlap on the same number of patches in every image, so the batch's mean over each pair's
+    # overlap equals the mean of the images' own
+    torch.manual_seed(k * n)
+    masks = parallel_mask(torch.rand(3, n), k)
+    pred = torch.randn(3, k, n, 5, dtype=torch.float64, requires_grad=True)
+    ours = self_consistency_loss(pred, masks.mask.double())
+    (grad_ours,) = torch.autograd.grad(ours, pred)
+    brute = brute_force_consistency(pred, masks.mask.bool())
+    (grad_brute,) = torch.autograd.grad(brute, pred)
+    assert torch.allclose(ours, brute) and ours > 0
+    assert torch.allclose(grad_ours, grad_brute)
 
 
 def test_self_consistency_gradient_pulls_each_part_towards_the_others():

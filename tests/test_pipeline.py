@@ -55,7 +55,14 @@ def test_every_pipeline_stage_parses_with_its_command(tmp_path):
     for method in ("mae", "emae"):
         assert names.index(f"{method}/pretrain") < names.index(f"{method}/export") < names.index(f"{method}/knn")
     assert names[-1] == "report"
+    # the baselines come first: the untrained backbone of the same preset and seed, and raw pixels
+    assert names[names.index("data/segmentation") + 1:names.index("mae/pretrain")] == [
+        "untrained/pretrain", "untrained/knn", "untrained/linprobe", "pixels/knn", "pixels/linprobe"]
     parsed = {s.name: _parse(s) for s in plan if s.available}
+    untrained = parsed["untrained/pretrain"]
+    assert (untrained.epochs, untrained.seed, untrained.subset, untrained.preset) == (0, 3, 8192, "fmnist-tiny")
+    assert parsed["untrained/knn"].checkpoint == str(tmp_path / "untrained" / "pretrain" / "checkpoint.pth")
+    assert parsed["pixels/linprobe"].checkpoint == "pixels"
     if "emae/detect" in parsed:
         assert parsed["emae/detect"].opts == ["train.seed=3", "train.max_iter=150"]
     if "emae/segment" in parsed:
@@ -73,13 +80,22 @@ def test_study_plan_and_its_run_specifications(tmp_path):
         with pytest.raises(EmaeError, match=message):
             parse_runs([bad])
     plan = study_stages(tmp_path, [("mae", 8), ("emae", 2)], [0, 1], "fmnist-tiny", "fmnist", ("--subset", "64"))
-    assert [s.name for s in plan[:3]] == ["mae-ep8-seed0/pretrain", "mae-ep8-seed0/knn", "mae-ep8-seed0/linprobe"]
-    assert len(plan) == 2 * 2 * 3 + 1 and plan[-1].name == "report"
-    pretrain = _parse(plan[0])
+    names = [s.name for s in plan]
+    # each seed: the untrained backbone and raw pixels, then every run
+    assert names[:8] == ["untrained-seed0/pretrain", "untrained-seed0/knn", "untrained-seed0/linprobe",
+                         "pixels-seed0/knn", "pixels-seed0/linprobe",
+                         "mae-ep8-seed0/pretrain", "mae-ep8-seed0/knn", "mae-ep8-seed0/linprobe"]
+    assert len(plan) == 2 * (5 + 2 * 3) + 1 and names[-1] == "report"
+    untrained = _parse(plan[0])
+    assert (untrained.epochs, untrained.seed, untrained.subset, untrained.preset) == (0, 0, 64, "fmnist-tiny")
+    assert _parse(plan[1]).checkpoint == str(tmp_path / "untrained-seed0" / "pretrain" / "checkpoint.pth")
+    assert _parse(plan[3]).checkpoint == _parse(plan[4]).checkpoint == "pixels"
+    pretrain = _parse(plan[5])
     assert (pretrain.method, pretrain.epochs, pretrain.warmup_epochs, pretrain.seed, pretrain.subset) == (
         "mae", 8, 2, 0, 64)
-    assert _parse(plan[9]).seed == 1 and _parse(plan[9]).warmup_epochs == 0  # emae, 2 epochs, seed 1
-    knn, linprobe = _parse(plan[1]), _parse(plan[2])
+    emae_seed1 = _parse(plan[names.index("emae-ep2-seed1/pretrain")])
+    assert emae_seed1.seed == 1 and emae_seed1.warmup_epochs == 0
+    knn, linprobe = _parse(plan[6]), _parse(plan[7])
     assert knn.features_dir == linprobe.features_dir == str(tmp_path / "mae-ep8-seed0" / "features")
 
 

@@ -316,3 +316,21 @@ def test_report_from_reference_alone(tmp_path):
 def test_unknown_format_is_rejected():
     with pytest.raises(EmaeError, match="pdf"):
         report.parse_formats("md,pdf")
+
+
+def test_training_curves_average_each_epoch_and_plot(tmp_path):
+    from results import curves
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"batch_size": 256}))
+    lines = [{"step": s, "epoch": 1 + (s > 2), "pixel_loss": float(s), "consistency_loss": 0.5,
+              "prediction_spread": 0.1 * s} for s in range(1, 5)]
+    (run / "log.txt").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert curves.main([str(run), "--names", "EMAE", "--out", str(tmp_path / "out"), "--bin", "2"]) == 0
+    means = pd.read_csv(tmp_path / "out" / "curves.csv")
+    assert means[["epoch", "pixel_loss", "prediction_spread"]].values.tolist() == [[1, 1.5, 0.15], [2, 3.5, 0.35]]
+    assert (means["run"] == "EMAE").all() and (tmp_path / "out" / "curves.png").stat().st_size > 0
+    (run / "log.txt").write_text('{"step": 1, "epoch": 1, "pixel_loss": 1.0}\n')
+    with pytest.raises(EmaeError, match=r"log.txt: no \['consistency_loss', 'prediction_spread'\]"):
+        curves.read_log(run)
