@@ -242,7 +242,7 @@ def train(cfg: PretrainConfig, resume: str | os.PathLike | None = None) -> dict:
         scaler.load_state_dict(ckpt["scaler"])
         set_rng_state(ckpt["rng"], mask_generator)
         start_epoch, step, wall_time = ckpt["epoch"], ckpt["step"], ckpt["wall_time_s"]
-        log.truncate_after(step)
+    log.truncate_after(step)  # the lines of a run that died before its next checkpoint (or before its first)
     if info.enabled:
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     net = torch.compile(model) if cfg.compile else model  # what the forward pass runs

@@ -28,7 +28,12 @@ class Stage:
     name: str  # e.g. "emae/pretrain"
     argv: tuple[str, ...]  # arguments of the emae command
     needs: str = ""  # a module that must be importable (the stage is skipped otherwise)
-    resume_argv: tuple[str, ...] = field(default=())  # added when the stage was started before
+    resume_argv: tuple[str, ...] = field(default=())  # added when the stage was started before and left ``state``
+    state: str = ""  # the file a started stage continues from (e.g. its checkpoint)
+
+    def resumes(self, started: bool) -> bool:
+        """Whether a run of the stage continues an earlier one: it was started and left its state."""
+        return started and bool(self.resume_argv) and Path(self.state).is_file()
 
     @property
     def available(self) -> bool:
@@ -100,9 +105,9 @@ def baseline_stages(root: Path, suffix: str, preset: str, seed: int, eval_preset
 
 
 def pretrain_stage(name: str, preset: str, method: str, seed: int, out: Path, extra: tuple[str, ...]) -> Stage:
-    """A pre-training that a re-run continues from its last checkpoint."""
+    """A pre-training that a re-run continues from its last checkpoint (or starts again if it wrote none)."""
     return Stage(name, ("pretrain", "--preset", preset, "--method", method, "--seed", str(seed), "--output-dir",
-                        str(out), *extra), resume_argv=("--resume",))
+                        str(out), *extra), resume_argv=("--resume",), state=str(out / "checkpoint.pth"))
 
 
 def classification_stages(name: str, run: Path, checkpoint: str, seed: int, eval_preset: str) -> list[Stage]:
@@ -199,7 +204,7 @@ def run_stages(plan: list[Stage], root: Path, config: dict) -> int:
             state.save()
         t0 = time.perf_counter()
         log = root / "logs" / f"{stage.name.replace('/', '-')}.log"
-        code = run_stage(stage, log, resume and bool(stage.resume_argv))
+        code = run_stage(stage, log, stage.resumes(resume))
         seconds = time.perf_counter() - t0
         if code != 0:
             print(f" FAILED after {seconds:.0f} s (exit {code}); log: {log}", flush=True)

@@ -43,6 +43,7 @@ def read_log(run_dir: str | Path) -> pd.DataFrame:
     if missing:
         raise EmaeError(f"{log}: no {missing} in its lines (a log of an older emae pretrain?)")
     batch = json.loads(config.read_text(encoding="utf-8"))["batch_size"]
+    frame = frame.drop_duplicates("step", keep="last")  # a step logged again by a run started over: its last
     return frame.assign(images_seen=frame["step"] * batch)
 
 

@@ -52,6 +52,14 @@ def test_emae_loss_decreases(tmp_path):
     assert sum(log[-3:]) / 3 < sum(log[:3]) / 3
 
 
+def test_a_run_started_again_before_its_first_checkpoint_logs_only_its_own_steps(tmp_path):
+    tmp_path.joinpath("log.txt").write_text("".join(json.dumps({"step": s, "loss": 9.0}) + "\n" for s in (1, 2, 3)))
+    train(small(tmp_path, epochs=1))  # the killed attempt left lines and no checkpoint
+    lines = [json.loads(ln) for ln in tmp_path.joinpath("log.txt").read_text().splitlines()]
+    assert [ln["step"] for ln in lines] == list(range(1, len(lines) + 1)) and 9.0 not in losses(tmp_path)
+    assert all(ln["prediction_spread"] > 0 for ln in lines)
+
+
 def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_path):
     full, part = tmp_path / "full", tmp_path / "part"
     train(small(full, epochs=3))

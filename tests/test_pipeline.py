@@ -70,7 +70,14 @@ def test_every_pipeline_stage_parses_with_its_command(tmp_path):
     encoder = str(tmp_path / "emae" / "export" / "encoder.safetensors")
     assert parsed["emae/export"].out == encoder
     assert parsed["emae/linprobe"].checkpoint == parsed["emae/finetune"].checkpoint == encoder
-    assert [s for s in plan if s.name == "emae/pretrain"][0].resume_argv == ("--resume",)
+    pretrain = [s for s in plan if s.name == "emae/pretrain"][0]
+    assert pretrain.resume_argv == ("--resume",)
+    # a started pre-training continues from its checkpoint, and starts again if it was stopped before writing one
+    assert not pretrain.resumes(started=True) and not pretrain.resumes(started=False)
+    checkpoint = tmp_path / "emae" / "pretrain" / "checkpoint.pth"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"")
+    assert pretrain.resumes(started=True) and not pretrain.resumes(started=False)
 
 
 def test_study_plan_and_its_run_specifications(tmp_path):
