@@ -2,11 +2,11 @@
 
 For each seed, the baselines (the untrained backbone of the preset's architecture and seed, and raw pixels), then
 for each method and pre-training length (epochs): pre-train (one warm-up epoch in four), then kNN and the linear
-probe, and at the end the report, whose Table XII holds
-the means over seeds and whose cost table and plot put top-1 against pre-training wall time. The stages
-run through :func:`emae.pipeline.run_stages`: resumable, stopping at the first failed stage.
+probe, and at the end the report, whose Table XII holds the means over seeds and whose cost table and plot put
+top-1 against pre-training wall time. The stages run through :func:`emae.pipeline.run_stages`: resumable,
+stopping at the first failed stage.
 
-    emae study --root runs/study --runs mae:1,2,4,8 emae:1,2,4 --seeds 0 1 2 --pretrain-args "--subset 8192"
+    emae study --root runs/study-small --runs mae:1,2,4 emae:1,2 --seeds 0 1 2 --preset fmnist-small
 """
 from __future__ import annotations
 
@@ -17,9 +17,11 @@ from emae.errors import EmaeError
 from emae.methods import METHODS
 from emae.pipeline import Stage, baseline_stages, classification_stages, pretrain_stage, run_stages
 
-# the committed study (results/records/fmnist-study): about 80 minutes on a 2-core CPU
-DEFAULT_RUNS = ("mae:1,2,4,8", "emae:1,2,4", "parallel:4", "consistency:4")
-DEFAULT_PRETRAIN_ARGS = "--subset 8192"
+# the committed study (results/records/fmnist-small-study): MAE at 1x, 2x and 4x, EMAE at 1x and 2x of a quarter of
+# the fmnist-small preset's 4 epochs
+DEFAULT_RUNS = ("mae:1,2,4", "emae:1,2")
+DEFAULT_PRESET = "fmnist-small"
+DEFAULT_PRETRAIN_ARGS = ""
 
 
 def parse_runs(specs: list[str]) -> list[tuple[str, int]]:
@@ -61,7 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs", nargs="+", default=list(DEFAULT_RUNS),
                         help="METHOD:EPOCHS[,EPOCHS...] (default: %(default)s)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--preset", default="fmnist-tiny", help="pre-training preset")
+    parser.add_argument("--preset", default=DEFAULT_PRESET, help="pre-training preset (default: %(default)s)")
     parser.add_argument("--eval-preset", default="fmnist", help="kNN / linear-probe preset")
     parser.add_argument("--pretrain-args", default=DEFAULT_PRETRAIN_ARGS,
                         help="extra pre-training flags (default: %(default)s)")

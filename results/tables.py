@@ -167,7 +167,8 @@ def load_reference(path: str | Path = REFERENCE_CSV) -> pd.DataFrame:
 
 def variant_of(record: Record) -> str:
     """The settings that tell apart rows of the same method, where not the default: K or the mask ratio, the
-    loss weights (``w_pix``, ``w_sc``) and pixel targets without per-patch normalisation."""
+    loss weights (``w_pix``, ``w_sc``), pixel targets without per-patch normalisation, and the cls token as the
+    read-out of kNN and the linear probe (the default being the average of the patch tokens)."""
     settings = {**record.config, **record.extra}
     names = []
     parts = settings.get("parts")
@@ -184,6 +185,8 @@ def variant_of(record: Record) -> str:
                 names.append(f"{short}={settings[key]:g}")
         if settings.get("norm_pix_loss") is False:
             names.append("pixel targets")
+    if record.protocol in ("knn", "linprobe") and record.config.get("global_pool") == "token":
+        names.append("cls token")  # the frozen features' read-out, where not the average of the patch tokens
     return ", ".join(names)
 
 

@@ -334,3 +334,14 @@ def test_training_curves_average_each_epoch_and_plot(tmp_path):
     (run / "log.txt").write_text('{"step": 1, "epoch": 1, "pixel_loss": 1.0}\n')
     with pytest.raises(EmaeError, match=r"log.txt: no \['consistency_loss', 'prediction_spread'\]"):
         curves.read_log(run)
+
+
+def test_variants_name_what_differs_from_the_method_and_the_read_out():
+    from results.tables import variant_of
+
+    assert variant_of(make_record(method="emae", config={"consistency_weight": 1.0, "norm_pix_loss": True})) == ""
+    assert variant_of(make_record(method="emae", extra={"consistency_weight": 0.3, "norm_pix_loss": False},
+                                  config={"global_pool": "avg"})) == "w_sc=0.3, pixel targets"
+    assert variant_of(make_record(method="parallel", protocol="knn", config={"global_pool": "token"},
+                                  extra={"parts": 7})) == "K=7, cls token"
+    assert variant_of(make_record(method="mae", protocol="pretrain", config={"global_pool": "token"})) == ""
