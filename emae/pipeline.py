@@ -99,7 +99,8 @@ def baseline_stages(root: Path, suffix: str, preset: str, seed: int, eval_preset
     and raw pixels, in ``ROOT/pixels{suffix}``."""
     untrained, pixels = f"untrained{suffix}", f"pixels{suffix}"
     checkpoint = root / untrained / "pretrain" / "checkpoint.pth"
-    return [pretrain_stage(f"{untrained}/pretrain", preset, "mae", seed, checkpoint.parent, (*pretrain_args, "--epochs", "0")),
+    return [pretrain_stage(f"{untrained}/pretrain", preset, "mae", seed, checkpoint.parent,
+                           (*pretrain_args, "--epochs", "0")),
             *classification_stages(untrained, root / untrained, str(checkpoint), seed, eval_preset),
             *classification_stages(pixels, root / pixels, "pixels", seed, eval_preset)]
 

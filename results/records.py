@@ -184,6 +184,7 @@ def backbone_fields(config: dict | None, arch: str, overrides: dict | None = Non
     fields = {"method": "mae", "arch": arch, "pretrain_epochs": -1, "pretrain_data": "unknown"}
     if config:
         fields.update(method=config["method"] if config["epochs"] else UNTRAINED, arch=config["arch"],
-                      pretrain_epochs=config["epochs"], pretrain_data=config.get("data_name") or Path(config["data"]).name)
+                      pretrain_epochs=config["epochs"],
+                      pretrain_data=config.get("data_name") or Path(config["data"]).name)
     fields.update({k: v for k, v in (overrides or {}).items() if v is not None})
     return fields
