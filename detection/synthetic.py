@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from emae.config import FASHION_MNIST_DIR
-from emae.data import FASHION_MNIST_CLASSES, FashionMNIST
+from emae.data import FASHION_MNIST_CLASSES, FashionMNIST, generated_dataset
 from emae.errors import EmaeError
 from results.datasets import META_FILE, SCENES
 
@@ -129,46 +128,22 @@ def make_dataset(out: str | os.PathLike, fashion_mnist: str | os.PathLike = FASH
     spec.validate()
     out = Path(out)
     settings = {"train": train, "val": val, "seed": seed, "scene_spec": asdict(spec)}
-    if out.exists() and not (out.is_dir() and not any(out.iterdir())):
-        return _existing(out, settings)
     if train < 1 or val < 1:
         raise EmaeError(f"need at least one scene per split, got train={train}, val={val}")
-    items = {"train": FashionMNIST(fashion_mnist, train=True), "val": FashionMNIST(fashion_mnist, train=False)}
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        summaries = [write_split(tmp, "train", items["train"], train, spec, seed),
-                     write_split(tmp, "val", items["val"], val, spec, seed + 1)]
-        meta = {"name": SCENES, "settings": settings,
-                "splits": [dict(s, json=str(Path(s["json"]).relative_to(tmp))) for s in summaries]}
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        if out.exists():
-            out.rmdir()  # the empty folder the dataset replaces
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    def write(folder: Path) -> dict:
+        summaries = [write_split(folder, "train", FashionMNIST(fashion_mnist, train=True), train, spec, seed),
+                     write_split(folder, "val", FashionMNIST(fashion_mnist, train=False), val, spec, seed + 1)]
+        return {"name": SCENES, "splits": [dict(s, json=str(Path(s["json"]).relative_to(folder))) for s in summaries]}
+
+    meta = generated_dataset(out, settings, "detection", write)
+    if "splits" not in meta:
+        raise EmaeError(f"{out / META_FILE}: names no splits; remove the folder and make the dataset again")
     return _summaries(out, meta)
 
 
 def _summaries(out: Path, meta: dict) -> list[dict]:
     return [dict(s, json=str(out / s["json"])) for s in meta["splits"]]
-
-
-def _existing(out: Path, settings: dict) -> list[dict]:
-    meta_file = out / META_FILE
-    if not meta_file.is_file():
-        raise EmaeError(f"{out}: exists and is not a dataset made by emae data detection (no {META_FILE}); "
-                        f"choose another --out")
-    try:
-        meta = json.loads(meta_file.read_text(encoding="utf-8"))
-    except ValueError:
-        raise EmaeError(f"{meta_file}: not valid JSON; remove the folder and make the dataset again") from None
-    if not isinstance(meta, dict) or meta.get("settings") != settings or "splits" not in meta:
-        raise EmaeError(f"{out}: already holds a dataset made with other settings "
-                        f"({meta.get('settings') if isinstance(meta, dict) else meta}); choose another --out or "
-                        f"remove it")
-    return _summaries(out, meta)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import functools
 import gzip
+import json
 import os
+import shutil
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -22,6 +24,7 @@ from torchvision import datasets, transforms
 from torchvision.transforms import InterpolationMode
 
 from emae.errors import EmaeError
+from results.datasets import META_FILE
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
@@ -194,3 +197,43 @@ def build_dataset(kind: str, root: str | os.PathLike, train: bool, transform: Ca
     if limit and len(dataset) > limit and kind != "fashion-mnist":
         dataset = torch.utils.data.Subset(dataset, range(limit))
     return dataset
+
+
+def generated_dataset(out: Path, settings: dict, command: str, write: Callable[[Path], dict]) -> dict:
+    """The ``meta.json`` of the dataset ``emae data COMMAND`` keeps at ``out`` with these ``settings``.
+
+    An ``out`` made with the same settings is kept as it is; any other existing ``out`` but an empty folder is an
+    error and is left untouched. Otherwise ``write(folder)`` fills a folder beside ``out`` and returns its meta
+    (without the settings), which is saved with the settings as ``meta.json`` before the folder is renamed into
+    place, so that ``out`` holds a whole dataset or none.
+    """
+    if out.exists() and not (out.is_dir() and not any(out.iterdir())):
+        return _existing_meta(out, settings, command)
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        meta = dict(write(tmp), settings=settings)
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        if out.exists():
+            out.rmdir()  # the empty folder the dataset replaces
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return meta
+
+
+def _existing_meta(out: Path, settings: dict, command: str) -> dict:
+    meta_file = out / META_FILE
+    if not meta_file.is_file():
+        raise EmaeError(f"{out}: exists and is not a dataset made by emae data {command} (no {META_FILE}); "
+                        f"choose another --out")
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    except ValueError:
+        raise EmaeError(f"{meta_file}: not valid JSON; remove the folder and make the dataset again") from None
+    if not isinstance(meta, dict) or meta.get("settings") != settings:
+        raise EmaeError(f"{out}: already holds a dataset made with other settings "
+                        f"({meta.get('settings') if isinstance(meta, dict) else meta}); choose another --out or "
+                        f"remove it")
+    return meta

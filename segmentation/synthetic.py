@@ -18,17 +18,15 @@ Layout (ADE20K's ``ADEChallengeData2016``): ``images/{training,validation}/*.jpg
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from emae.config import FASHION_MNIST_DIR
-from emae.data import FASHION_MNIST_CLASSES, FashionMNIST
+from emae.data import FASHION_MNIST_CLASSES, FashionMNIST, generated_dataset
 from emae.errors import EmaeError
-from results.datasets import META_FILE, SCENES
+from results.datasets import SCENES
 
 CLASSES = ("background",) + FASHION_MNIST_CLASSES
 SPLITS = {"training": True, "validation": False}  # folder name -> from Fashion-MNIST's training set
@@ -103,43 +101,19 @@ def generate(out: str | Path, fashion_mnist: str | Path = FASHION_MNIST_DIR, tra
     out = Path(out)
     settings = {"train": train, "val": val, "size": size, "seed": seed, "items_per_scene": list(ITEMS_PER_SCENE),
                 "item_scale": list(ITEM_SCALE), "item_threshold": ITEM_THRESHOLD}
-    if out.exists() and not (out.is_dir() and not any(out.iterdir())):
-        return _existing(out, settings)
     if size < 56 or train < 1 or val < 1:
         raise EmaeError(f"need size >= 56 (a Fashion-MNIST item per quadrant) and at least one scene per split, "
                         f"got size={size}, train={train}, val={val}")
-    items = {split: FashionMNIST(fashion_mnist, train=from_train) for split, from_train in SPLITS.items()}
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    rng = np.random.default_rng(seed)
-    try:
+
+    def write(folder: Path) -> dict:
+        rng = np.random.default_rng(seed)
         for split, from_train in SPLITS.items():
-            write_split(tmp, split, items[split], train if from_train else val, size, rng)
-        meta = {"name": SCENES, "classes": list(CLASSES), "reduce_zero_label": False, "settings": settings,
-                "all_background_val": all_background_scores(tmp / "annotations" / "validation")}
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        if out.exists():
-            out.rmdir()  # the empty folder the dataset replaces
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return meta
+            write_split(folder, split, FashionMNIST(fashion_mnist, train=from_train), train if from_train else val,
+                        size, rng)
+        return {"name": SCENES, "classes": list(CLASSES), "reduce_zero_label": False,
+                "all_background_val": all_background_scores(folder / "annotations" / "validation")}
 
-
-def _existing(out: Path, settings: dict) -> dict:
-    meta_file = out / META_FILE
-    if not meta_file.is_file():
-        raise EmaeError(f"{out}: exists and is not a generated dataset (no {META_FILE}); choose another --out")
-    try:
-        meta = json.loads(meta_file.read_text(encoding="utf-8"))
-    except ValueError:
-        raise EmaeError(f"{meta_file}: not valid JSON; remove the folder and generate the dataset again") from None
-    if not isinstance(meta, dict) or meta.get("settings") != settings:
-        raise EmaeError(f"{out}: already holds a dataset generated with other settings "
-                        f"({meta.get('settings') if isinstance(meta, dict) else meta}); "
-                        f"choose another --out or remove it")
-    return meta
+    return generated_dataset(out, settings, "segmentation", write)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
