@@ -65,7 +65,7 @@ def test_untrained_and_pixel_baselines_through_knn_and_the_probe(tmp_path, monke
                          "--num-workers", "0"]) == 0
         records += read_records(tmp_path / f"knn-{checkpoint}")
         cfg = LinprobeConfig(checkpoint=checkpoint, fast=True, epochs=40, warmup_epochs=2, effective_batch=256,
-                             blrs=(10.0,), output_dir=str(tmp_path / f"lp-{checkpoint}"), **common)
+                             blrs=(10.0,), global_pool="avg", output_dir=str(tmp_path / f"lp-{checkpoint}"), **common)
         if checkpoint == RANDOM:
             cfg.checkpoint = str(untrained_file(cfg))
         records += run_linprobe(cfg)
