@@ -33,9 +33,9 @@ def main(argv: list[str] | None = None) -> None:
     settings = Settings(args.repeats, warmup=3, square=8192, peak=("the H100's dense bf16 peak", H100_BF16_DENSE))
     figures = []
     for bench in gpu_configs():
-        figures += ours_vs_reference(bench, settings)[0]
+        figures += ours_vs_reference(bench, settings)
     for bench in gpu_configs("emae"):
-        figures += batched_vs_serial(bench, settings)[0]
+        figures += batched_vs_serial(bench, settings)
     for bench in gpu_configs():
         figures += compiled_vs_eager(bench, settings)
     finish(figures, started, args.records, "benchmarks.bench_gpu")

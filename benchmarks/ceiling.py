@@ -140,28 +140,40 @@ class CeilingProbe:
 
 @dataclass(frozen=True)
 class Fraction:
-    """Achieved FLOP/s of a step over the higher ceiling; ``warning`` is set when it comes out above 1."""
+    """Achieved FLOP/s of a step over the higher ceiling; ``warning`` is set when it comes out above 1 (the
+    median: the figure is wrong; some rounds only: those rounds' ceilings were disturbed)."""
 
     value: Spread
     achieved: Spread  # FLOP/s
     ceiling: Ceiling
     warning: str | None
 
+    @property
+    def impossible(self) -> bool:
+        """The fraction itself (the ratio of the medians) is above 1: the figure cannot be trusted."""
+        return self.value.median > 1.0
+
 
 def flop_fraction(flops: float, step: Timing, ceilings: list[Ceiling], label: str) -> Fraction:
     """``flops / step time`` over the higher of ``ceilings``, from the medians; the range from the rounds (each
     round's step against that round's higher ceiling). A fraction above 1 cannot be: the warning names the
-    ceiling as the figure that is wrong."""
+    ceiling as the figure that is wrong, with the rates of the medians or of the round furthest above 1."""
     best = max(ceilings, key=lambda c: c.median)
     achieved = step.rate(flops)
     per_round = [flops / t / max(c.per_round[r] for c in ceilings) for r, t in enumerate(step.samples)]
     value = Spread.of(per_round, median=achieved.median / best.median)
     warning = None
-    if value.high > 1.0:
-        where = f"a fraction of {value.median:.2f}" if value.median > 1.0 else \
-            f"a fraction up to {value.high:.2f} in some rounds"
-        warning = (f"WARNING {label}: {where} is above 1, which no step can reach: the ceiling is wrong, not the "
-                   f"step. {best.name} ran at {best.median / 1e9:.1f} GFLOP/s, below the {achieved.median / 1e9:.1f} "
-                   f"GFLOP/s the step reached (the products were slowed by other load or a clock change); the FLOP "
-                   f"count is the engine's, checked against a hand count in tests/test_benchmarks.py.")
+    if value.median > 1.0:
+        warning = (f"WARNING {label}: a fraction of {value.median:.2f} is above 1, which no step can reach: the "
+                   f"ceiling is wrong, not the step. {best.name} ran at {best.median / 1e9:.1f} GFLOP/s, below the "
+                   f"{achieved.median / 1e9:.1f} GFLOP/s the step reached (the products were slowed by other load or "
+                   f"a clock change); the FLOP count is the engine's, checked against a hand count in "
+                   f"tests/test_benchmarks.py.")
+    elif value.high > 1.0:
+        r = max(range(len(per_round)), key=per_round.__getitem__)
+        top = max(ceilings, key=lambda c: c.per_round[r])
+        warning = (f"WARNING {label}: a fraction of {value.high:.2f} in round {r + 1} is above 1, which no step can "
+                   f"reach: that round's ceiling is wrong. {top.name} ran at {top.per_round[r] / 1e9:.1f} GFLOP/s in "
+                   f"it, below the {flops / step.samples[r] / 1e9:.1f} GFLOP/s the step reached; the figure, "
+                   f"{value.median:.2f} from the medians, stands, but its spread is wider than the step's own.")
     return Fraction(value, achieved, best, warning)

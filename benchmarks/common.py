@@ -28,7 +28,7 @@ class Settings:
     """How a run times: ``warmup`` calls not kept, then ``repeats`` interleaved rounds; ``square``: the side of the
     square product among the ceilings; ``peak``: a nominal peak (name, FLOP/s) added to them (a GPU's)."""
 
-    repeats: int = 5
+    repeats: int = 10
     warmup: int = 2
     square: int = 2048
     peak: tuple[str, float] | None = None

@@ -1,7 +1,7 @@
 """Every CPU benchmark in one run (``make bench``): the figures [1]-[5] of the README's Performance section.
 
 Prints each measurement as it is taken, then a table (figure, median, spread, target, met) and appends one
-result record per figure (protocol ``benchmark``) to ``--records``, for ``emae report``. About 5 minutes on
+result record per figure (protocol ``benchmark``) to ``--records``, for ``emae report``. About 11 minutes on
 an unloaded 2-core CPU with the defaults.
 """
 from __future__ import annotations
@@ -35,18 +35,15 @@ def finish(figures: list[Figure], started: float, path: Path | None, module: str
 
 
 def cpu_figures(settings: Settings, quick: bool = False, compiled: bool = False) -> list[Figure]:
-    figures, steps = [], {}
+    figures = []
     header("pre-training step: [1] and [3] MAE")
     for bench in bench_configs("mae", quick):
-        found, steps[bench.name, "mae"] = bench_step.ours_vs_reference(bench, settings)
-        figures += found
+        figures += bench_step.ours_vs_reference(bench, settings)
     header("pre-training step: [2] and [3] EMAE")
     for bench in bench_configs("emae", quick):
-        found, steps[bench.name, "emae"] = bench_step.batched_vs_serial(bench, settings)
-        figures += found
+        figures += bench_step.batched_vs_serial(bench, settings)
     header("data pipeline: [4]")
-    tiny = bench_configs("emae", quick)[-1]
-    figures += bench_data.loader_vs_step(tiny, {m: steps[tiny.name, m] for m in ("emae", "mae")}, settings)
+    figures += bench_data.loader_vs_step(bench_configs("emae", quick)[-1], settings)
     header("self-consistency loss memory: [5]")
     figures += bench_memory.memory_figures(*((4, (2, 4)) if quick else ()))
     if compiled:

@@ -3,7 +3,7 @@
 :func:`measure` times several functions together. Each first runs ``warmup`` times (not kept; the first
 calls pay for allocation, kernel selection and the optimiser's state); a short function is then timed over
 a block of calls long enough for the clock (``min_sample_s``). The timed samples are taken in rounds, each
-round timing every function once in turn (A, B, A, B, ...), so that the functions compared see the same
+round timing every function once in turn (A, B, then B, A, ...), so that the functions compared see the same
 machine state (other load, clock frequency, caches) and a round's ratio compares like with like. A figure
 is the ratio of the medians of one run; its spread is the range of the per-round ratios.
 """
@@ -77,12 +77,6 @@ def ratio(num: Timing, den: Timing) -> Spread:
     return Spread.of(per_round, median=num.median / den.median)
 
 
-def unpaired_ratio(num: Spread, den: Spread) -> Spread:
-    """``num / den`` of two figures not measured in the same rounds: the ratio of the medians, and the widest
-    range the two spreads allow."""
-    return Spread(num.median / den.median, num.low / den.high, num.high / den.low)
-
-
 def cuda_sync() -> Callable[[], None] | None:
     """What waits for queued GPU work before a clock is read; None without CUDA."""
     return torch.cuda.synchronize if torch.cuda.is_available() else None
@@ -92,7 +86,8 @@ def measure(fns: dict[str, Callable[[], object]], repeats: int = 5, warmup: int 
             clock: Callable[[], float] = time.perf_counter,
             sync: Callable[[], None] | None = None) -> dict[str, Timing]:
     """Time each function of ``fns``: ``warmup`` calls each (interleaved, not kept), then ``repeats`` rounds,
-    each timing every function once, in order. A function faster than ``min_sample_s`` (judged by its last
+    each timing every function once, in order and in reverse order by turns (A, B, B, A, ...: no function
+    always follows the same one, and a drift in the machine's speed weighs on all alike). A function faster than ``min_sample_s`` (judged by its last
     warm-up call) is timed over a block of calls, and its sample is the time per call. ``sync`` (default:
     :func:`cuda_sync`) is called before each clock reading."""
     if repeats < 1 or warmup < 1:
@@ -113,7 +108,7 @@ def measure(fns: dict[str, Callable[[], object]], repeats: int = 5, warmup: int 
             last[name] = timed(fn, 1)
     calls = {name: max(1, math.ceil(min_sample_s / t)) if t > 0 else 1 for name, t in last.items()}
     samples: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
+    for r in range(repeats):
+        for name, fn in (fns.items() if r % 2 == 0 else reversed(fns.items())):
             samples[name].append(timed(fn, calls[name]))
     return {name: Timing(name, tuple(s), calls[name]) for name, s in samples.items()}

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -144,6 +145,15 @@ def set_rng_state(state: dict, mask_generator: torch.Generator) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _log_entry(line: str) -> dict | None:
+    """The entry a line of ``log.txt`` holds, or None when it is not one (a JSON object with a ``step``)."""
+    try:
+        entry = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return entry if isinstance(entry, dict) and "step" in entry else None
+
+
 class MetricsLog:
     """``log.txt``: one JSON line per logged step (rank 0), plus TensorBoard scalars when installed."""
 
@@ -160,12 +170,28 @@ class MetricsLog:
                 self.writer = SummaryWriter(str(out / "tb"))
 
     def truncate_after(self, step: int) -> None:
-        """Drop lines of steps after ``step`` (written by a run that died before its next checkpoint)."""
+        """Drop lines of steps after ``step`` (written by a run that died before its next checkpoint), and a
+        last line cut off mid-write by that death (reported on stderr). Any other unreadable line is an error."""
         if not self.enabled or not self.path.exists():
             return
-        lines = [ln for ln in self.path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
+        text = self.path.read_text(encoding="utf-8")
+        lines = text.splitlines()
+        if lines and not text.endswith("\n") and _log_entry(lines[-1]) is None:
+            print(f"{self.path}: dropped its last line, cut off when the run stopped: {lines[-1][:80]!r}",
+                  file=sys.stderr)
+            lines.pop()
+        kept = []
+        for number, line in enumerate(lines, 1):
+            if not line:
+                continue
+            entry = _log_entry(line)
+            if entry is None:
+                raise EmaeError(f"{self.path}, line {number}: not a log entry (a JSON object with a 'step'): "
+                                f"{line[:80]!r}")
+            if entry["step"] <= step:
+                kept.append(line)
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text("".join(ln + "\n" for ln in lines))
+        tmp.write_text("".join(ln + "\n" for ln in kept))
         os.replace(tmp, self.path)
 
     def write(self, entry: dict) -> None:

@@ -169,6 +169,13 @@ class EvalRun:
     def elapsed(self) -> float:
         return time.perf_counter() - self.started
 
+    def open_folder(self) -> None:
+        """Create the output folder with the run's ``config.json`` (main process). Called when the run is about
+        to write its first output, so that a run stopped by bad input leaves nothing behind."""
+        if self.dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2) + "\n", encoding="utf-8")
+
 
 def start_run(cfg: EvalConfig, distributed: bool = False) -> tuple[EvalRun, list[Record]]:
     """Set up a run: (the run, the records it already wrote). Records mean it finished and need no re-run.
@@ -201,11 +208,7 @@ def start_run(cfg: EvalConfig, distributed: bool = False) -> tuple[EvalRun, list
             changed = sorted(k for k in comparable({**saved, **cfg.to_dict()}) if saved.get(k) != cfg.to_dict().get(k))
             raise EmaeError(f"{out} holds another evaluation (config differs in {changed}); choose another "
                             f"--output-dir or remove that folder")
-    done = finished_records(run)
-    if info.is_main and not done:
-        out.mkdir(parents=True, exist_ok=True)
-        config_file.write_text(json.dumps(cfg.to_dict(), indent=2) + "\n", encoding="utf-8")
-    return run, done
+    return run, finished_records(run)
 
 
 def finished_records(run: EvalRun) -> list[Record]:
@@ -242,6 +245,7 @@ def write_records(run: EvalRun, backbone_config: dict | None, arch: str, metrics
                 seed=cfg.seed, extra=details,
                 **provenance(cfg.to_dict(), None if cfg.checkpoint == PIXELS else cfg.checkpoint, wall_time_s))
     records = [Record(metric=metric, value=float(value), **base) for metric, value in metrics.items()]
+    run.open_folder()
     append_records(run.records_path, records)
     print_records(records)
     return records

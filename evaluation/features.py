@@ -126,6 +126,7 @@ def frozen_features(run: EvalRun, weights: BackboneWeights, cache_dir: str = "")
     encoder = FrozenEncoder(model).to(run.device)
     key = dict(checkpoint_sha256=run.checkpoint_sha256, img_size=img_size, global_pool=cfg.global_pool,
                crop_ratio=cfg.crop_ratio, mean=list(cfg.mean), std=list(cfg.std), dataset=cfg.dataset, data=cfg.data)
+    run.open_folder()
     splits, reused = [], []
     for name, dataset, limit in (("train", train, cfg.train_limit), ("val", val, cfg.val_limit)):
         split_key = dict(key, split=name, limit=limit)

@@ -149,6 +149,7 @@ def fit(t: Trainer, train_loader: Iterable, val_loader: Iterable, run: EvalRun, 
     """
     path = run.out / CHECKPOINT
     saved = load_own_checkpoint(path, run)
+    run.open_folder()
     start, step, history, wall_before = 0, 0, [], 0.0
     if saved is not None:
         t.state.load_state_dict(saved["model"])

@@ -40,8 +40,10 @@ COST_NOTE = ("From our pretrain records: iterations, images seen and FLOPs per i
 BENCHMARK = "benchmark"  # the protocol of the records that benchmarks/run_all.py writes
 PERFORMANCE_NOTE = ("From the benchmark records (`python -m benchmarks.run_all`, protocol benchmark): per figure and "
                     "machine, the median and spread (min-max over the run's rounds) of the latest run, its target and "
-                    "whether the median meets it, and the medians of every run recorded. \"invalid\": a fraction of "
-                    "the matmul ceiling above 1, whose ceiling was measured too low.")
+                    "whether the median meets it, and the medians of every run recorded, with whether each lies within "
+                    "±5 % of their mean (runs agree). \"invalid\": a fraction of the matmul ceiling above 1, whose "
+                    "ceiling was measured too low.")
+AGREEMENT = 0.05  # the runs of a figure agree when each median lies within 5 % of the mean of the medians
 
 SUMMARY_NOTE = ("Every metric our records hold, per pre-training setting: mean over seeds, \"± std\" where there are "
                 "several; a pretrain row is the pre-training's wall time in seconds.")
@@ -73,9 +75,10 @@ def performance_frames(records: list[Record]) -> tuple[pd.DataFrame, pd.DataFram
         rows.append({"Figure": f"{last['figure']} {name}", "Hardware": hardware, "Median": last["median"],
                      "Low": last["low"], "High": last["high"], "Unit": last.get("unit", ""),
                      "Target": last.get("target") or "-", "Met": met, "Runs": len(group),
-                     "Runs low": min(medians), "Runs high": max(medians), "Date": group[-1].date})
+                     "Runs low": min(medians), "Runs high": max(medians), "Runs deviation": _deviation(medians),
+                     "Date": group[-1].date})
     numbers = pd.DataFrame(rows, columns=["Figure", "Hardware", "Median", "Low", "High", "Unit", "Target", "Met",
-                                          "Runs", "Runs low", "Runs high", "Date"])
+                                          "Runs", "Runs low", "Runs high", "Runs deviation", "Date"])
     display = pd.DataFrame({
         "Figure": numbers["Figure"], "Hardware": numbers["Hardware"],
         "Median": [_g(m) + u for m, u in zip(numbers["Median"], numbers["Unit"])],
@@ -83,8 +86,16 @@ def performance_frames(records: list[Record]) -> tuple[pd.DataFrame, pd.DataFram
         "Target": numbers["Target"], "Met": numbers["Met"],
         "Medians of all runs": [f"{_g(lo)}-{_g(hi)} ({n})" if n > 1 else "-" for lo, hi, n in
                                 zip(numbers["Runs low"], numbers["Runs high"], numbers["Runs"])],
+        "Runs agree (±5 %)": [("yes" if d <= AGREEMENT else f"no (±{d:.0%})") if n > 1 else "-"
+                              for d, n in zip(numbers["Runs deviation"], numbers["Runs"])],
         "Latest run": numbers["Date"]})
     return display, numbers
+
+
+def _deviation(medians: list[float]) -> float:
+    """The largest distance of a run's median from the mean of the medians, relative to that mean."""
+    mean = sum(medians) / len(medians)
+    return max(abs(m - mean) for m in medians) / abs(mean) if mean else 0.0
 
 
 def _group_runs(records: list[Record]) -> dict[tuple[str, str], list[Record]]:

@@ -1,21 +1,24 @@
 """The benchmarks' machinery, not their speed: the timing helper's order and ratios, the ceiling's products and
-the warning on an impossible fraction, the FLOP count against a hand count, and the records they write."""
+the warning on an impossible fraction, the FLOP count against a hand count, the records they write, and a quick
+run of the whole harness."""
 from __future__ import annotations
 
 import dataclasses
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import torch
 from timm.models.vision_transformer import Block
 
 from benchmarks import figures as bench_figures
+from benchmarks import run_all
 from benchmarks.bench_memory import growth
 from benchmarks.ceiling import Ceiling, Gemm, GemmRecorder, flop_fraction, gemm_ceiling, product, step_gemms
 from benchmarks.figures import Figure, Target, table
-from benchmarks.timing import Spread, Timing, measure, ratio, unpaired_ratio
+from benchmarks.timing import Spread, Timing, measure, ratio
 from emae import cli
-from emae.config import preset_config
+from emae.config import FASHION_MNIST_DIR, preset_config
 from emae.engine import flops_per_iteration, forward_backward_flops
 from results import report
 from results.records import append_records, read_records
@@ -47,13 +50,13 @@ def fake_measure(costs: dict[str, float], **kwargs):
 
 def test_measure_warms_up_then_interleaves_rounds():
     log, timings = fake_measure({"A": 1.0, "B": 2.0}, repeats=3, warmup=2, min_sample_s=0)
-    assert log == ["A", "B"] * 2 + ["A", "B"] * 3  # two warm-up rounds, then three timed rounds, A/B/A/B
+    assert log == ["A", "B"] * 2 + ["A", "B", "B", "A", "A", "B"]  # two warm-up rounds, three timed: A B, B A, A B
     assert timings["A"].samples == (1.0,) * 3 and timings["B"].samples == (2.0,) * 3  # warm-up calls not kept
 
 
 def test_measure_times_a_short_function_over_a_block_of_calls():
     log, timings = fake_measure({"step": 0.5, "mm": 0.001}, repeats=2, warmup=1, min_sample_s=0.01)
-    assert log == ["step", "mm"] + (["step"] + ["mm"] * 10) * 2
+    assert log == ["step", "mm"] + ["step"] + ["mm"] * 10 + ["mm"] * 10 + ["step"]
     assert timings["mm"].calls_per_sample == 10 and timings["mm"].samples == pytest.approx((0.001, 0.001))
     assert timings["step"].calls_per_sample == 1
 
@@ -80,11 +83,9 @@ def test_ratio_of_a_measured_pair():
     assert (speedup.median, speedup.low, speedup.high) == pytest.approx((1.5, 1.5, 1.5))
 
 
-def test_rates_and_unpaired_ratio():
+def test_rates_and_spreads():
     rate = Timing("step", (2.0, 1.0, 4.0)).rate(8)  # images/s of a batch of 8
     assert (rate.median, rate.low, rate.high) == (4.0, 2.0, 8.0)
-    r = unpaired_ratio(Spread(100.0, 90.0, 120.0), Spread(10.0, 8.0, 20.0))
-    assert (r.median, r.low, r.high) == (10.0, 4.5, 15.0)
     with pytest.raises(ValueError):
         Spread(1.0, 2.0, 3.0)
 
@@ -116,9 +117,12 @@ def test_fraction_above_one_warns_that_the_ceiling_is_wrong():
     fig = Figure("[3]", "ViT-S", "flop_fraction", frac.value, "3 rounds", "mae", "vit_small_patch16", "random", {},
                  Target(">=", 0.8), invalid=frac.warning)
     assert fig.met is None and fig.row()[-1] == "invalid"
-    # above 1 in one round only: still a warning
+    assert frac.impossible
+    # above 1 in one round only: a warning naming that round's rates; the figure from the medians stands
     frac = flop_fraction(90e9, Timing("step", (1.0, 1.0, 0.5)), ceilings[:1], "[3] y")
-    assert frac.value.median < 1 and "up to 1.81 in some rounds" in frac.warning
+    assert frac.value.median < 1 and not frac.impossible
+    assert "a fraction of 1.81 in round 3 is above 1" in frac.warning
+    assert "ran at 99.7 GFLOP/s in it, below the 180.0 GFLOP/s the step reached" in frac.warning
 
 
 def test_gemm_shapes_of_a_linear_layer_and_its_backward():
@@ -233,3 +237,22 @@ def test_records_round_trip_and_report_performance(tmp_path):
     assert "benchmark" not in summary  # the benchmark records stay out of the runs' tables
     display, numbers = report.performance_frames(read_records(path))
     assert list(numbers["Runs"]) == [2, 2] and list(display["Met"]) == ["no", "yes"]
+    assert list(display["Runs agree (±5 %)"]) == ["yes", "yes"]  # 1.05 and 1.06: within 0.5 % of their mean
+    # a third run 20 % higher: the medians no longer agree, and the report says by how much
+    append_records(path, [dataclasses.replace(r, date="9999-02-01T00:00:00+00:00", value=r.value * 1.2,
+                                              extra={**r.extra, "median": r.value * 1.2}) for r in written])
+    display, numbers = report.performance_frames(read_records(path))
+    assert list(numbers["Runs"]) == [3, 3] and list(display["Runs agree (±5 %)"]) == ["no (±12%)", "no (±12%)"]
+
+
+@pytest.mark.skipif(not Path(FASHION_MNIST_DIR).is_dir(), reason="Fashion-MNIST not installed (the loader of [4])")
+def test_a_quick_run_measures_every_figure_and_writes_its_records(tmp_path, capsys):
+    path = tmp_path / "records.jsonl"
+    run_all.main(["--quick", "--repeats", "2", "--warmup", "1", "--records", str(path)])
+    out = capsys.readouterr().out
+    read = read_records(path)
+    assert sorted({r.extra["figure"] for r in read}) == ["[1]", "[2]", "[3]", "[4]", "[5]"]
+    assert all(r.protocol == bench_figures.PROTOCOL and r.extra["low"] <= r.value <= r.extra["high"] for r in read)
+    loader = [r for r in read if r.extra["figure"] == "[4]"]
+    assert [r.method for r in loader] == ["emae", "mae"] and all(r.value > 0 for r in loader)
+    assert f"{len(read)} records appended to {path}" in out and out.count("\n[") >= len(read)

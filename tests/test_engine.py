@@ -12,6 +12,7 @@ from emae.checkpoint import load_checkpoint
 from emae.cli import main as cli_main
 from emae.config import PretrainConfig
 from emae.engine import train
+from emae.errors import EmaeError
 from results.records import read_records
 
 
@@ -58,6 +59,28 @@ def test_a_run_started_again_before_its_first_checkpoint_logs_only_its_own_steps
     lines = [json.loads(ln) for ln in tmp_path.joinpath("log.txt").read_text().splitlines()]
     assert [ln["step"] for ln in lines] == list(range(1, len(lines) + 1)) and 9.0 not in losses(tmp_path)
     assert all(ln["prediction_spread"] > 0 for ln in lines)
+
+
+def test_a_log_line_cut_off_by_a_kill_is_dropped_on_resume_and_reported(tmp_path, capsys):
+    train(small(tmp_path, epochs=1))
+    before = tmp_path.joinpath("log.txt").read_text()
+    tmp_path.joinpath("log.txt").write_text(before + json.dumps({"step": 99, "loss": 9.0})[:12])
+    train(small(tmp_path, epochs=2), resume=tmp_path / "checkpoint.pth")
+    assert "dropped its last line, cut off when the run stopped" in capsys.readouterr().err
+    lines = [json.loads(ln) for ln in tmp_path.joinpath("log.txt").read_text().splitlines()]
+    assert tmp_path.joinpath("log.txt").read_text().startswith(before)
+    assert [ln["step"] for ln in lines] == list(range(1, len(lines) + 1)) and len(lines) == 8
+
+
+def test_an_unreadable_log_line_before_the_last_is_an_error_that_changes_nothing(tmp_path):
+    train(small(tmp_path, epochs=1))
+    log = tmp_path.joinpath("log.txt")
+    lines = log.read_text().splitlines()
+    broken = "\n".join([lines[0], "not json", *lines[1:]]) + "\n"
+    log.write_text(broken)
+    with pytest.raises(EmaeError, match=r"log\.txt, line 2: not a log entry .*'not json'"):
+        train(small(tmp_path, epochs=2), resume=tmp_path / "checkpoint.pth")
+    assert log.read_text() == broken
 
 
 def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_path):

@@ -290,7 +290,9 @@ def test_another_evaluation_in_the_same_folder_is_refused(ours, tmp_path):
     with pytest.raises(EmaeError, match=r"holds another evaluation \(config differs in \['k'\]\)"):
         start_run(cfg)
     (tmp_path / "records.jsonl").unlink()  # a folder with a config but no work yet is taken over
-    start_run(cfg)
+    run, done = start_run(cfg)
+    assert done == [] and json.loads((tmp_path / "config.json").read_text())["k"] == 5  # nothing written yet
+    run.open_folder()  # as the run does before its first output
     assert json.loads((tmp_path / "config.json").read_text())["k"] == 20
 
 
