@@ -87,9 +87,9 @@ def measure(fns: dict[str, Callable[[], object]], repeats: int = 5, warmup: int 
             sync: Callable[[], None] | None = None) -> dict[str, Timing]:
     """Time each function of ``fns``: ``warmup`` calls each (interleaved, not kept), then ``repeats`` rounds,
     each timing every function once, in order and in reverse order by turns (A, B, B, A, ...: no function
-    always follows the same one, and a drift in the machine's speed weighs on all alike). A function faster than ``min_sample_s`` (judged by its last
-    warm-up call) is timed over a block of calls, and its sample is the time per call. ``sync`` (default:
-    :func:`cuda_sync`) is called before each clock reading."""
+    always follows the same one, and a drift in the machine's speed weighs on all alike). A function faster
+    than ``min_sample_s`` (judged by its last warm-up call) is timed over a block of calls, and its sample is
+    the time per call. ``sync`` (default: :func:`cuda_sync`) is called before each clock reading."""
     if repeats < 1 or warmup < 1:
         raise ValueError("measure needs at least one warm-up call and one repeat")
     sync = sync or cuda_sync() or (lambda: None)

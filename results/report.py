@@ -86,7 +86,7 @@ def performance_frames(records: list[Record]) -> tuple[pd.DataFrame, pd.DataFram
         "Target": numbers["Target"], "Met": numbers["Met"],
         "Medians of all runs": [f"{_g(lo)}-{_g(hi)} ({n})" if n > 1 else "-" for lo, hi, n in
                                 zip(numbers["Runs low"], numbers["Runs high"], numbers["Runs"])],
-        "Runs agree (±5 %)": [("yes" if d <= AGREEMENT else f"no (±{d:.0%})") if n > 1 else "-"
+        "Runs agree (±5 %)": [("yes" if d <= AGREEMENT else f"no (±{d:.1%})") if n > 1 else "-"
                               for d, n in zip(numbers["Runs deviation"], numbers["Runs"])],
         "Latest run": numbers["Date"]})
     return display, numbers

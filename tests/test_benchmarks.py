@@ -242,7 +242,7 @@ def test_records_round_trip_and_report_performance(tmp_path):
     append_records(path, [dataclasses.replace(r, date="9999-02-01T00:00:00+00:00", value=r.value * 1.2,
                                               extra={**r.extra, "median": r.value * 1.2}) for r in written])
     display, numbers = report.performance_frames(read_records(path))
-    assert list(numbers["Runs"]) == [3, 3] and list(display["Runs agree (±5 %)"]) == ["no (±12%)", "no (±12%)"]
+    assert list(numbers["Runs"]) == [3, 3] and list(display["Runs agree (±5 %)"]) == ["no (±12.2%)", "no (±12.1%)"]
 
 
 @pytest.mark.skipif(not Path(FASHION_MNIST_DIR).is_dir(), reason="Fashion-MNIST not installed (the loader of [4])")
