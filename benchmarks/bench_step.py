@@ -86,6 +86,14 @@ def figure(bench: BenchConfig, settings: Settings, key: str, name: str, metric: 
                   cfg.arch, f"random {cfg.img_size}px images", config, **kwargs)
 
 
+def measure_with_ceiling(bench: BenchConfig, settings: Settings,
+                         fns: dict) -> tuple[CeilingProbe, dict[str, Timing]]:
+    """Time ``fns`` and the matmul ceiling's products of ``bench``'s step in the same rounds: (the probe, the
+    timings of both by name)."""
+    probe = CeilingProbe(bench.cfg, bench.batch, bench.device, bench.dtype, settings.square)
+    return probe, measure({**fns, **probe.fns}, settings.repeats, settings.warmup)
+
+
 def fraction_figure(bench: BenchConfig, settings: Settings, probe: CeilingProbe, step: Timing,
                     timings: dict[str, Timing]) -> Figure:
     """[3]: the step's achieved FLOP/s over the higher ceiling measured in the same rounds."""
@@ -127,8 +135,7 @@ def ours_vs_reference(bench: BenchConfig, settings: Settings) -> list[Figure]:
 
     ours = our_step(model, model, bench, imgs, masks)
     ref = make_step(ref_model, reference_optimizer(ref_model, 1e-4), ref_loss)
-    probe = CeilingProbe(cfg, bench.batch, bench.device, bench.dtype, settings.square)
-    t = measure({"ours": ours, "reference": ref, **probe.fns}, settings.repeats, settings.warmup)
+    probe, t = measure_with_ceiling(bench, settings, {"ours": ours, "reference": ref})
     speedup = ratio(t["reference"], t["ours"])
     print(f"[1] {bench.name} batch {bench.batch}: ours {t['ours'].rate(bench.batch).format('.1f')} img/s, "
           f"reference {t['reference'].rate(bench.batch).format('.1f')} img/s, speed-up {speedup.format()}x "
@@ -161,8 +168,7 @@ def batched_vs_serial(bench: BenchConfig, settings: Settings) -> list[Figure]:
         for step in serial_steps:
             step()
 
-    probe = CeilingProbe(cfg, bench.batch, bench.device, bench.dtype, settings.square)
-    t = measure({"batched": batched, "serial": serial, **probe.fns}, settings.repeats, settings.warmup)
+    probe, t = measure_with_ceiling(bench, settings, {"batched": batched, "serial": serial})
     share = ratio(t["batched"], t["serial"])
     print(f"[2] {bench.name} batch {bench.batch}, K={cfg.parts}: batched {t['batched'].seconds().format('.3f', ' s')}, "
           f"{cfg.parts} serial MAE steps {t['serial'].seconds().format('.3f', ' s')}, time ratio "
