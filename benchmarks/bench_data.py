@@ -12,7 +12,7 @@ from __future__ import annotations
 from torch.utils.data import DataLoader, RandomSampler
 
 from benchmarks.bench_step import step_for
-from benchmarks.common import BenchConfig, Settings
+from benchmarks.common import BenchConfig, BenchSettings
 from benchmarks.figures import Figure, Target
 from benchmarks.timing import measure, ratio
 from emae.data import build_dataset, collate_counting_skipped, pretrain_transform
@@ -28,7 +28,7 @@ def next_batch(cfg, batch: int):
     return lambda: next(batches)
 
 
-def loader_vs_step(bench: BenchConfig, settings: Settings) -> list[Figure]:
+def loader_vs_step(bench: BenchConfig, settings: BenchSettings) -> list[Figure]:
     """[4]: the loader's images/s over each step's, the loader and both steps timed in the same rounds."""
     cfg = bench.cfg
     t = measure({"loader": next_batch(cfg, bench.batch), "emae": step_for(bench, "emae"),

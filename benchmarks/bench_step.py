@@ -20,7 +20,7 @@ import time
 import torch
 
 from benchmarks.ceiling import Ceiling, CeilingProbe, flop_fraction
-from benchmarks.common import BenchConfig, Settings
+from benchmarks.common import BenchConfig, BenchSettings
 from benchmarks.figures import Figure, Target
 from benchmarks.reference_mae import reference_loss, reference_optimizer
 from benchmarks.timing import Timing, measure, ratio
@@ -76,7 +76,7 @@ def step_for(bench: BenchConfig, method: str):
     return our_step(model, model, b, imgs, masks)
 
 
-def figure(bench: BenchConfig, settings: Settings, key: str, name: str, metric: str, value, **kwargs) -> Figure:
+def figure(bench: BenchConfig, settings: BenchSettings, key: str, name: str, metric: str, value, **kwargs) -> Figure:
     cfg = bench.cfg
     config = dict(bench=bench.name, arch=cfg.arch, img_size=cfg.img_size, in_chans=cfg.in_chans, batch=bench.batch,
                   parts=cfg.parts, mask_ratio=cfg.mask_ratio, device=bench.device,
@@ -86,7 +86,7 @@ def figure(bench: BenchConfig, settings: Settings, key: str, name: str, metric: 
                   cfg.arch, f"random {cfg.img_size}px images", config, **kwargs)
 
 
-def measure_with_ceiling(bench: BenchConfig, settings: Settings,
+def measure_with_ceiling(bench: BenchConfig, settings: BenchSettings,
                          fns: dict) -> tuple[CeilingProbe, dict[str, Timing]]:
     """Time ``fns`` and the matmul ceiling's products of ``bench``'s step in the same rounds: (the probe, the
     timings of both by name)."""
@@ -94,13 +94,12 @@ def measure_with_ceiling(bench: BenchConfig, settings: Settings,
     return probe, measure({**fns, **probe.fns}, settings.repeats, settings.warmup)
 
 
-def fraction_figure(bench: BenchConfig, settings: Settings, probe: CeilingProbe, step: Timing,
+def fraction_figure(bench: BenchConfig, settings: BenchSettings, probe: CeilingProbe, step: Timing,
                     timings: dict[str, Timing]) -> Figure:
     """[3]: the step's achieved FLOP/s over the higher ceiling measured in the same rounds."""
     ceilings = probe.ceilings(timings)
-    if settings.peak:
-        name, peak = settings.peak
-        ceilings.append(Ceiling(name, peak, (peak,) * settings.repeats))
+    if settings.peak_flops:
+        ceilings.append(Ceiling(settings.peak_name, settings.peak_flops, (settings.peak_flops,) * settings.repeats))
     method = bench.cfg.method.upper()
     frac = flop_fraction(probe.flops, step, ceilings, f"[3] {bench.name} {method}")
     covered = probe.gemm_flops / probe.flops
@@ -120,7 +119,7 @@ def fraction_figure(bench: BenchConfig, settings: Settings, probe: CeilingProbe,
                   target=target, invalid=frac.warning if frac.impossible else "", details=details)
 
 
-def ours_vs_reference(bench: BenchConfig, settings: Settings) -> list[Figure]:
+def ours_vs_reference(bench: BenchConfig, settings: BenchSettings) -> list[Figure]:
     """[1] and [3] for MAE: our step, the reference step and the ceiling's products in the same rounds."""
     bench = with_method(bench, "mae")
     cfg = bench.cfg
@@ -147,7 +146,7 @@ def ours_vs_reference(bench: BenchConfig, settings: Settings) -> list[Figure]:
     return [speed, fraction_figure(bench, settings, probe, t["ours"], t)]
 
 
-def batched_vs_serial(bench: BenchConfig, settings: Settings) -> list[Figure]:
+def batched_vs_serial(bench: BenchConfig, settings: BenchSettings) -> list[Figure]:
     """[2] and [3] for EMAE: the batched EMAE step, K serial MAE steps and the ceiling's products in the same
     rounds."""
     bench = with_method(bench, "emae")
@@ -179,7 +178,7 @@ def batched_vs_serial(bench: BenchConfig, settings: Settings) -> list[Figure]:
     return [batched_fig, fraction_figure(bench, settings, probe, t["batched"], t)]
 
 
-def compiled_vs_eager(bench: BenchConfig, settings: Settings) -> list[Figure]:
+def compiled_vs_eager(bench: BenchConfig, settings: BenchSettings) -> list[Figure]:
     """Our step, forward pass compiled, against eager, for MAE then EMAE; no target."""
     figures = []
     for method in ("mae", "emae"):

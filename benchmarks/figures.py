@@ -1,6 +1,6 @@
 """The figures a benchmark run reports: a table on the terminal and one result record per figure.
 
-The records (protocol ``benchmark``, :class:`results.records.Record`) keep the median as the value and the
+The records (protocol ``benchmark``, :class:`emae.records.Record`) keep the median as the value and the
 spread, target and whether it was met in ``extra``; ``emae report`` shows them in its Performance section.
 """
 from __future__ import annotations
@@ -9,7 +9,7 @@ import operator
 from dataclasses import dataclass, field
 
 from benchmarks.timing import Spread
-from results.records import Record, provenance
+from emae.records import Record, provenance
 
 PROTOCOL = "benchmark"
 _COMPARE = {">=": operator.ge, "<=": operator.le}

@@ -1,40 +1,42 @@
 """Every CPU benchmark in one run (``make bench``): the figures [1]-[5] of the README's Performance section.
 
 Prints each measurement as it is taken, then a table (figure, median, spread, target, met) and appends one
-result record per figure (protocol ``benchmark``) to ``--records``, for ``emae report``. About 11 minutes on
-an unloaded 2-core CPU with the defaults.
+result record per figure (protocol ``benchmark``) to ``--records``, for ``emae report``, with the run's
+settings (:class:`benchmarks.common.BenchSettings`, preset ``cpu``) as ``config.json`` beside them. About 11
+minutes on an unloaded 2-core CPU with the defaults.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
 from benchmarks import bench_data, bench_memory, bench_step
-from benchmarks.common import Settings, bench_configs, header
+from benchmarks.common import BenchSettings, bench_configs, header, parse_settings
 from benchmarks.figures import Figure, records, table
-from results.records import append_records
-
-DEFAULT_RECORDS = Path("runs/bench/records.jsonl")
+from emae.records import write_records
 
 
-def finish(figures: list[Figure], started: float, path: Path | None, module: str = "benchmarks.run_all") -> None:
-    """Print the table of ``figures`` and append their records to ``path`` (None: no records); ``module``: the
-    command that ran, for the records."""
+def finish(figures: list[Figure], started: float, settings: BenchSettings, module: str = "benchmarks.run_all") -> None:
+    """Print the table of ``figures``, append their records to ``settings.records`` ("": no records) and save
+    ``settings`` beside them as ``config.json``; ``module``: the command that ran, for the records."""
     order = ["[1]", "[2]", "[3]", "[4]", "[5]", "[c]"]
     figures = sorted(figures, key=lambda f: order.index(f.key))
     print("\n" + table(figures))
     for f in figures:
         if f.invalid:
             print(f"{f.key} {f.name}: {f.invalid}")
-    if path is not None:
+    if settings.records:
+        path = Path(settings.records)
         command = " ".join(["python", "-m", module, *sys.argv[1:]])
-        append_records(path, records(figures, time.perf_counter() - started, command))
+        write_records(path, records(figures, time.perf_counter() - started, command), echo=False)
+        settings.save(path.parent)
         print(f"\n{len(figures)} records appended to {path}")
 
 
-def cpu_figures(settings: Settings, quick: bool = False, compiled: bool = False) -> list[Figure]:
+def cpu_figures(settings: BenchSettings) -> list[Figure]:
+    """The figures [1]-[5] (and the compiled step's, with ``settings.compile``) on the CPU."""
+    quick = settings.quick
     figures = []
     header("pre-training step: [1] and [3] MAE")
     for bench in bench_configs("mae", quick):
@@ -46,7 +48,7 @@ def cpu_figures(settings: Settings, quick: bool = False, compiled: bool = False)
     figures += bench_data.loader_vs_step(bench_configs("emae", quick)[-1], settings)
     header("self-consistency loss memory: [5]")
     figures += bench_memory.memory_figures(*((4, (2, 4)) if quick else ()))
-    if compiled:
+    if settings.compile:
         header("torch.compile")
         for bench in bench_configs("mae", quick):
             figures += bench_step.compiled_vs_eager(bench, settings)
@@ -54,22 +56,9 @@ def cpu_figures(settings: Settings, quick: bool = False, compiled: bool = False)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.run_all", description=__doc__)
-    parser.add_argument("--records", type=Path, default=DEFAULT_RECORDS,
-                        help="JSON-lines file the records are appended to (default: %(default)s)")
-    parser.add_argument("--no-records", action="store_true", help="print the table only")
-    parser.add_argument("--repeats", type=int, default=Settings.repeats, help="timed rounds (default: %(default)s)")
-    parser.add_argument("--warmup", type=int, default=Settings.warmup,
-                        help="calls of each function before timing (default: %(default)s)")
-    parser.add_argument("--compile", action="store_true",
-                        help="also time the step compiled against eager (adds minutes of compilation)")
-    parser.add_argument("--quick", action="store_true",
-                        help="the tiny preset at batch 32 and small memory cases: checks that the benchmarks run; "
-                             "its figures are not the README's")
-    args = parser.parse_args(argv)
+    settings = parse_settings(argv, "python -m benchmarks.run_all", __doc__, "cpu")
     started = time.perf_counter()
-    figures = cpu_figures(Settings(args.repeats, args.warmup), args.quick, args.compile)
-    finish(figures, started, None if args.no_records else args.records)
+    finish(cpu_figures(settings), started, settings)
 
 
 if __name__ == "__main__":

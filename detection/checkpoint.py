@@ -10,6 +10,7 @@ relative-position tables and everything outside the ViT may start untrained.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +20,9 @@ from detectron2.modeling import ViT
 from fvcore.common.checkpoint import _IncompatibleKeys
 from torch import nn
 
-from emae.checkpoint import EncoderInfo, load_checkpoint, load_encoder
+from emae.checkpoint import EncoderInfo, Weights, load_checkpoint, read_weights
 from emae.errors import EmaeError
-from emae.export import export_checkpoint
+from emae.export import export_weights
 from emae.export.detectron2 import PREFIX
 
 TARGET = "detectron2"
@@ -36,25 +37,37 @@ class Backbone:
     path: Path
     info: EncoderInfo
     pretrain_config: dict | None  # our pre-training config (None for official MAE / timm checkpoints)
+    arch: str  # the encoder's architecture name in the records (emae.checkpoint.EncoderInfo.arch_name)
+    weights: Weights | None = None  # the checkpoint read, while its conversion is still to be written
 
 
-def prepare_backbone(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, dry_run: bool = False) -> Backbone:
-    """A file ``DetectionCheckpointer`` loads: ``checkpoint`` itself if ``emae export --to detectron2`` wrote
-    it as ``.pth``, else its conversion written to ``out_dir/backbone_detectron2.pth``. ``dry_run``: read
-    the checkpoint and say where its conversion would go, but write nothing."""
+def read_backbone(checkpoint: str | os.PathLike, out_dir: str | os.PathLike) -> Backbone:
+    """Read ``checkpoint`` once: a file ``DetectionCheckpointer`` loads as it is when ``emae export --to
+    detectron2`` wrote it as ``.pth``, else any checkpoint :func:`emae.checkpoint.read_weights` reads, whose
+    conversion goes to ``out_dir/backbone_detectron2.pth`` (:func:`write_backbone`). Nothing is written."""
     checkpoint = Path(checkpoint)
     obj = load_checkpoint(checkpoint)
     if obj.get("target") == TARGET:
         if checkpoint.suffix == ".safetensors":
             raise EmaeError(f"{checkpoint}: a detectron2 export as safetensors, which detectron2 does not read; "
                             f"pass the .pth export or the pre-training checkpoint")
-        return Backbone(checkpoint, EncoderInfo(**obj["encoder"]), obj.get("config"))
-    if dry_run:
-        _, info, config = load_encoder(checkpoint)
-        return Backbone(Path(out_dir) / BACKBONE_FILE, info, config)
-    path = export_checkpoint(checkpoint, Path(out_dir) / BACKBONE_FILE, TARGET)
-    exported = load_checkpoint(path)
-    return Backbone(path, EncoderInfo(**exported["encoder"]), exported.get("config"))
+        info, config = EncoderInfo(**obj["encoder"]), obj.get("config")
+        return Backbone(checkpoint, info, config, info.arch_name(config))
+    weights = read_weights(checkpoint)
+    return Backbone(Path(out_dir) / BACKBONE_FILE, weights.info, weights.config, weights.arch, weights)
+
+
+def write_backbone(backbone: Backbone) -> Backbone:
+    """Write the conversion :func:`read_backbone` planned (nothing to do for an export); the file to load."""
+    if backbone.weights is None:
+        return backbone
+    export_weights(backbone.weights, backbone.path, TARGET)
+    return dataclasses.replace(backbone, weights=None)
+
+
+def prepare_backbone(checkpoint: str | os.PathLike, out_dir: str | os.PathLike) -> Backbone:
+    """:func:`read_backbone` then :func:`write_backbone`."""
+    return write_backbone(read_backbone(checkpoint, out_dir))
 
 
 def vit_prefix(model: nn.Module) -> str:

@@ -26,10 +26,9 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from emae.config import FASHION_MNIST_DIR
-from emae.data import FASHION_MNIST_CLASSES, FashionMNIST, generated_dataset
+from emae.data import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, FashionMNIST, generated_dataset
 from emae.errors import EmaeError
-from results.datasets import META_FILE, SCENES
+from emae.records import META_FILE, SCENES
 
 MASK_THRESHOLD = 24  # grey level (0-255) above which an item pixel belongs to its mask
 PLACEMENT_TRIES = 50

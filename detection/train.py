@@ -5,7 +5,8 @@ then executed by every process (:func:`run`): detectron2's ``SimpleTrainer`` / `
 hooks (lr schedule, periodic checkpoints, evaluation, metric writers), ``DetectionCheckpointer`` (resume
 from the output folder's ``last_checkpoint``), ``COCOEvaluator`` through ``inference_on_dataset``.
 
-Output folder: ``settings.json`` (the command's settings; a re-run must match them), ``config.yaml``
+Output folder: ``config.json`` (the command's :class:`DetectConfig`; a re-run must match it, and so must the
+``settings.json`` of a run begun by an older version), ``config.yaml``
 (detectron2's full config), ``backbone_load_report.json``, ``backbone_detectron2.pth`` (when the
 checkpoint needed converting), ``model_*.pth`` / ``last_checkpoint``, ``metrics.json`` and TensorBoard
 events, ``inference/`` (COCO predictions), ``log.txt`` and ``records.jsonl`` (APb, APb50, APb75, APm,
@@ -21,10 +22,10 @@ import logging
 import math
 import os
 import time
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from detectron2.config import LazyConfig, instantiate
 from detectron2.engine import AMPTrainer, SimpleTrainer, default_setup, default_writers, hooks
 from detectron2.engine.defaults import create_ddp_model
@@ -34,48 +35,66 @@ from detectron2.utils import comm
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
-from detection.checkpoint import Backbone, SafeCheckpointer, load_backbone, prepare_backbone
+from detection.checkpoint import Backbone, SafeCheckpointer, load_backbone, read_backbone, write_backbone
 from detection.datasets import check_same_categories, find_split, read_categories, register
-from emae.checkpoint import EncoderInfo
+from emae import records, settings
+from emae.checkpoint import SHAPE_WORDS, EncoderInfo, check_shape
 from emae.errors import EmaeError
-from emae.models import ARCHS
-from emae.settings import read_json
-from results.datasets import record_dataset
-from results.records import RECORDS_FILE, Record, append_records, backbone_fields, provenance, read_records
+from emae.records import (
+    RECORDS_FILE,
+    Record,
+    backbone_fields,
+    check_rerun,
+    provenance,
+    record_dataset,
+    sha256_file,
+    write_records,
+)
+from emae.settings import CONFIG_FILE, pick_device
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-SETTINGS_FILE = "settings.json"
+LEGACY_CONFIG_FILE = "settings.json"  # what a run begun by an older version saved instead
 REPORT_FILE = "backbone_load_report.json"
 # record metric -> (COCOEvaluator task, its key)
 METRICS = {f"AP{t}{k[2:]}": (task, k) for task, t in (("bbox", "b"), ("segm", "m")) for k in ("AP", "AP50", "AP75")}
-# settings a re-run may change: how it runs, not what it computes
-RESUME_FREE = ("device", "num_gpus")
 _MISSING = object()
 logger = logging.getLogger("detectron2")
 
 
 @dataclass(frozen=True)
-class DetectSettings:
-    """The command's settings, saved as ``settings.json`` in the output folder."""
+class DetectConfig(settings.CommandConfig):
+    """``emae eval detect``'s config: defaults < ``--config-file`` (YAML or JSON) < flags (:mod:`emae.settings`),
+    saved as ``config.json`` in the output folder. ``config`` names the detectron2 LazyConfig."""
 
-    checkpoint: str
-    config: str  # a name from detection/configs or a path to a LazyConfig .py file
-    data: str  # COCO-format root
-    output_dir: str
+    checkpoint: str = ""
+    config: str = ""  # a name from detection/configs or a path to a LazyConfig .py file
+    data: str = ""  # COCO-format root
+    output_dir: str = "runs/detect"
     train_split: str | None = None  # None: the config's benchmark.train_split
     val_split: str | None = None
-    opts: list[str] = field(default_factory=list)  # LazyConfig overrides, KEY=VALUE
+    opts: tuple[str, ...] = ()  # LazyConfig overrides, KEY=VALUE
     device: str = "auto"  # auto, cpu, cuda
-    num_gpus: int = 1
+    num_gpus: int = 1  # processes to launch (detectron2's launch), one per GPU; ignored under torchrun
+    dist_timeout: int = 1800  # under torchrun: seconds a collective may wait for a peer
+
+    def validate(self) -> "DetectConfig":
+        settings.require(self, ("checkpoint", "config", "data"), "--config-file")
+        if self.num_gpus < 1:
+            raise EmaeError(f"--num-gpus must be >= 1, got {self.num_gpus}")
+        return self
+
+
 
 
 @dataclass(frozen=True)
 class Plan:
     """What every process of a run needs, checked once by :func:`preflight`."""
 
-    settings: DetectSettings
-    backbone: Backbone
+    config: DetectConfig
+    backbone: Backbone | None  # None when the run already finished
     started: float  # time.time() when the command started
+    checkpoint_sha256: str
+    done: list[Record] = field(default_factory=list)  # the records of a run that already finished
 
 
 def available_configs() -> list[str]:
@@ -90,7 +109,7 @@ def config_file(name: str) -> Path:
     raise EmaeError(f"unknown detection config {name!r}; choose one of {available_configs()} or a .py file")
 
 
-def load_config(name: str, opts: list[str]):
+def load_config(name: str, opts: typing.Sequence[str]):
     """A LazyConfig with ``opts`` (``KEY=VALUE``, keys that exist) applied."""
     path = config_file(name)
     try:
@@ -108,9 +127,9 @@ def load_config(name: str, opts: list[str]):
         if "=" not in opt or OmegaConf.select(cfg, key, default=_MISSING) is _MISSING:
             raise EmaeError(f"--opts {opt!r}: expected KEY=VALUE with a KEY of the config")
     try:
-        return LazyConfig.apply_overrides(cfg, opts)
+        return LazyConfig.apply_overrides(cfg, list(opts))
     except HydraException as e:
-        raise EmaeError(f"--opts {opts}: {e}") from None
+        raise EmaeError(f"--opts {list(opts)}: {e}") from None
 
 
 def vit_config(cfg):
@@ -120,18 +139,8 @@ def vit_config(cfg):
 
 
 def check_encoder(info: EncoderInfo, net, config: str, checkpoint: str) -> None:
-    """The checkpoint's ViT must be the one the config builds; an error names the differing weight."""
-    want = EncoderInfo(**{k: _vit_arg(net, k) for k in ("patch_size", "embed_dim", "depth", "num_heads", "in_chans")},
-                       img_size=info.img_size)
-    if info == want:
-        return
-    if _proj_shape(info) != _proj_shape(want):
-        raise EmaeError(f"{checkpoint}: 'patch_embed.proj.weight' has shape {_proj_shape(info)} but config "
-                        f"{config!r} needs {_proj_shape(want)}: the checkpoint is a {info.embed_dim}-d ViT with "
-                        f"{info.patch_size}-px patches and {info.in_chans} input channel(s); choose a config "
-                        f"of that size")
-    raise EmaeError(f"{checkpoint}: a ViT of {info.depth} blocks with {info.num_heads} heads, but config "
-                    f"{config!r} builds {want.depth} blocks with {want.num_heads} heads")
+    """The checkpoint's ViT must be the one the config builds (:func:`emae.checkpoint.check_shape`)."""
+    check_shape(info, {k: _vit_arg(net, k) for k in SHAPE_WORDS}, checkpoint, f"detection config {config!r}")
 
 
 def _vit_arg(net, name: str):
@@ -139,14 +148,10 @@ def _vit_arg(net, name: str):
     return net[name] if name in net else inspect.signature(ViT).parameters[name].default
 
 
-def _proj_shape(info: EncoderInfo) -> tuple[int, int, int, int]:
-    return info.embed_dim, info.in_chans, info.patch_size, info.patch_size
-
-
 def build_config(plan: Plan):
     """The run's full detectron2 config (the named config, the overrides, the data, device and backbone) and
     the category names."""
-    s = plan.settings
+    s = plan.config
     cfg = load_config(s.config, s.opts)
     cfg.benchmark.train_split = s.train_split or cfg.benchmark.train_split
     cfg.benchmark.val_split = s.val_split or cfg.benchmark.val_split
@@ -163,58 +168,47 @@ def build_config(plan: Plan):
     net.pretrain_img_size = plan.backbone.info.img_size  # the grid its position embedding was trained on
     cfg.train.init_checkpoint = str(plan.backbone.path)
     cfg.train.output_dir = s.output_dir
-    cfg.train.device = resolve_device(s.device)
+    cfg.train.device = pick_device(s.device).type
     cfg.train.amp.enabled = bool(cfg.train.amp.enabled) and cfg.train.device == "cuda"
     return cfg, classes
 
 
-def resolve_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise EmaeError("device 'cuda' asked for, but no CUDA device is available")
-    if name not in ("cpu", "cuda"):
-        raise EmaeError(f"device must be auto, cpu or cuda, got {name!r}")
-    return name
+def check_config(config: DetectConfig) -> None:
+    """A re-run in a folder that holds a run must compute the same thing: every config saved there (its
+    ``settings.json`` from an older version, its ``config.json``) may differ from ``config`` only in
+    :data:`emae.records.RUN_FIELDS` (device, num_gpus, ...); otherwise the error names the fields."""
+    for name in (LEGACY_CONFIG_FILE, CONFIG_FILE):
+        check_rerun(Path(config.output_dir) / name, config.to_dict())
 
 
-def check_settings(settings: DetectSettings) -> None:
-    """A re-run in a folder that holds a run must compute the same thing (``settings.json``)."""
-    path = Path(settings.output_dir) / SETTINGS_FILE
-    if not path.is_file():
-        return
-    saved, current = read_json(path), dataclasses.asdict(settings)
-    changed = sorted(k for k in current if k not in RESUME_FREE and saved.get(k) != current[k])
-    if changed:
-        raise EmaeError(f"{path}: this folder holds a run with other settings ({', '.join(changed)}: "
-                        f"{[saved.get(k) for k in changed]}); resume it with the same settings or choose "
-                        f"another --output-dir")
+def record_config(config: DetectConfig) -> dict:
+    """The config of the run's records: the command's config and where detectron2's full config is. Without
+    ``dist_timeout``, which the records of older versions do not have either (it changes no result)."""
+    values = config.to_dict()
+    del values["dist_timeout"]
+    return dict(values, detectron2_config=str(Path(config.output_dir) / "config.yaml"))
 
 
-def save_settings(settings: DetectSettings) -> None:
-    path = Path(settings.output_dir) / SETTINGS_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(dataclasses.asdict(settings), indent=2) + "\n", encoding="utf-8")
+def finished_records(config: DetectConfig, checkpoint_sha256: str) -> list[Record]:
+    """The records of a run of this config that already finished in its output folder (empty if none)."""
+    return records.finished_records(Path(config.output_dir) / RECORDS_FILE, record_config(config),
+                                    checkpoint_sha256, metrics=METRICS)
 
 
-def finished_records(output_dir: str | os.PathLike) -> list[Record]:
-    """The records of a run that already finished in ``output_dir`` (empty if it did not)."""
-    path = Path(output_dir) / RECORDS_FILE
-    records = read_records(path) if path.is_file() else []
-    return records if {r.metric for r in records} >= set(METRICS) else []
-
-
-def preflight(settings: DetectSettings) -> Plan | None:
-    """Check everything a run needs before any process starts; None when the run already finished."""
+def preflight(config: DetectConfig) -> Plan:
+    """Check everything a run needs before any process starts; ``plan.done`` holds the records of a run
+    that already finished."""
     started = time.time()
-    out = Path(settings.output_dir)
-    check_settings(settings)
-    if finished_records(out):
-        return None
-    plan = Plan(settings, prepare_backbone(settings.checkpoint, out, dry_run=True), started)
+    out = Path(config.output_dir)
+    check_config(config)
+    sha = sha256_file(config.checkpoint) if Path(config.checkpoint).is_file() else ""
+    done = finished_records(config, sha) if sha else []
+    if done:
+        return Plan(config, None, started, sha, done)
+    plan = Plan(config, read_backbone(config.checkpoint, out), started, sha)
     build_config(plan)  # raises on a bad config, data folder or backbone size, before anything is written
-    plan = Plan(settings, prepare_backbone(settings.checkpoint, out), started)
-    save_settings(settings)
+    plan = dataclasses.replace(plan, backbone=write_backbone(plan.backbone))
+    config.save(config.output_dir)
     return plan
 
 
@@ -228,10 +222,10 @@ def evaluate(cfg, model) -> dict:
 
 def run(plan: Plan) -> dict | None:
     """Train and evaluate in this process (one of the run's processes); the main one writes the records."""
-    s = plan.settings
+    s = plan.config
     cfg, classes = build_config(plan)
     default_setup(cfg, argparse.Namespace(config_file=str(config_file(s.config)), eval_only=False,
-                                          settings=dataclasses.asdict(s)))
+                                          settings=s.to_dict()))
     model = instantiate(cfg.model).to(cfg.train.device)
     cfg.optimizer.params.model = model
     optimizer = instantiate(cfg.optimizer)
@@ -271,19 +265,18 @@ def run(plan: Plan) -> dict | None:
     trainer.train(start_iter, cfg.train.max_iter)
     if not comm.is_main_process():
         return None
-    records = write_records(plan, cfg, latest, start_iter)
-    return {r.metric: r.value for r in records}
+    written = write_run_records(plan, cfg, latest, start_iter)
+    return {r.metric: r.value for r in written}
 
 
-def write_records(plan: Plan, cfg, results: dict, start_iter: int) -> list[Record]:
+def write_run_records(plan: Plan, cfg, results: dict, start_iter: int) -> list[Record]:
     """One record per metric of :data:`METRICS`, appended to the output folder's records file at once."""
-    s, info = plan.settings, plan.backbone.info
+    s, info = plan.config, plan.backbone.info
     missing = [m for m, (task, key) in METRICS.items() if key not in results.get(task, {})]
     if missing:
         raise EmaeError(f"the evaluation produced no {missing} (results: {sorted(results)})")
-    fields = backbone_fields(plan.backbone.pretrain_config, arch_name(info))
-    config = dict(dataclasses.asdict(s), detectron2_config=str(Path(s.output_dir) / "config.yaml"))
-    common = provenance(config, s.checkpoint, time.time() - plan.started)
+    fields = backbone_fields(plan.backbone.pretrain_config, plan.backbone.arch)
+    common = provenance(record_config(s), s.checkpoint, time.time() - plan.started, plan.checkpoint_sha256)
     extra = {"config": s.config, "iterations": int(cfg.train.max_iter), "resumed_from_iter": start_iter,
              "batch_size": int(cfg.dataloader.train.total_batch_size), "output_dir": s.output_dir,
              "pretrain_img_size": info.img_size}
@@ -291,17 +284,9 @@ def write_records(plan: Plan, cfg, results: dict, start_iter: int) -> list[Recor
     records = [Record(**fields, protocol=cfg.benchmark.protocol, metric=metric, value=float(results[task][key]),
                       dataset=dataset, seed=int(cfg.train.seed), extra=extra, **common)
                for metric, (task, key) in METRICS.items()]
-    append_records(Path(s.output_dir) / RECORDS_FILE, records)
+    write_records(Path(s.output_dir) / RECORDS_FILE, records, echo=False)
     not_finite = [r.metric for r in records if not math.isfinite(r.value)]
     if not_finite:
         logger.warning(f"no detections to score: {not_finite} are NaN")
     return records
 
-
-def arch_name(info: EncoderInfo) -> str:
-    """The registered architecture of an encoder's shape, or a descriptive name for an unregistered one."""
-    for name, arch in ARCHS.items():
-        if (arch.patch_size, arch.embed_dim, arch.depth, arch.num_heads) == (
-                info.patch_size, info.embed_dim, info.depth, info.num_heads):
-            return name
-    return f"vit_{info.embed_dim}d_{info.depth}x_patch{info.patch_size}"

@@ -196,62 +196,227 @@ class EncoderInfo:
 
     @property
     def registered_arch(self) -> str:
-        """The name of the registered architecture (``emae.models.ARCHS``) of this patch size, width and depth;
+        """The registered architecture (``emae.models.ARCHS``) of this patch size, width, depth and heads;
         empty if there is none."""
-        shape = (self.patch_size, self.embed_dim, self.depth)
-        return next((name for name, s in ARCHS.items() if (s.patch_size, s.embed_dim, s.depth) == shape), "")
+        shape = (self.patch_size, self.embed_dim, self.depth, self.num_heads)
+        return next((name for name, a in ARCHS.items()
+                     if (a.patch_size, a.embed_dim, a.depth, a.num_heads) == shape), "")
 
     def arch_name(self, config: dict | None = None) -> str:
-        """The architecture's name: our pre-training config's, else the registered one of this shape, else a
-        description (``vit_p16_d768_l12``)."""
+        """The encoder's architecture name in every record: our pre-training config's, else the registered one
+        of this shape, else a description (``vit_p16_d192_l12``: patch, width, depth)."""
         if config and "arch" in config:
             return config["arch"]
         return self.registered_arch or f"vit_p{self.patch_size}_d{self.embed_dim}_l{self.depth}"
 
 
-def encoder_info(encoder: dict[str, Tensor], path: str | os.PathLike, num_heads: int | None = None) -> EncoderInfo:
-    """Read the encoder's shape from its weights (MAE / timm key names).
+@dataclass(frozen=True)
+class DecoderInfo:
+    """The shape of an MAE decoder (official key names: ``decoder_embed``, ``decoder_blocks.N``)."""
 
-    ``num_heads`` cannot be read from weights; without it the usual 64-d heads of the width are assumed.
+    embed_dim: int
+    depth: int
+    num_heads: int
+
+
+@dataclass(frozen=True)
+class ViTShape:
+    """Everything the weights of an MAE / timm ViT say about its shape (heads: given or the usual ones)."""
+
+    encoder: EncoderInfo
+    mlp_ratio: float
+    decoder: DecoderInfo | None  # None for an encoder-only state dict
+
+    def model_kwargs(self) -> dict:
+        """The keyword arguments of the ``MaskedAutoencoderViT`` these weights fit (the decoder is required)."""
+        e, d = self.encoder, self.decoder
+        if d is None:
+            raise EmaeError("an MAE model needs the decoder's shape, and the weights have no decoder")
+        return dict(img_size=e.img_size, patch_size=e.patch_size, in_chans=e.in_chans, embed_dim=e.embed_dim,
+                    depth=e.depth, num_heads=e.num_heads, decoder_embed_dim=d.embed_dim, decoder_depth=d.depth,
+                    decoder_num_heads=d.num_heads, mlp_ratio=self.mlp_ratio)
+
+
+def default_heads(width: int, path: str | os.PathLike, head_dim: int = 64) -> int:
+    """The usual attention heads of a ViT of this width: ``HEADS_BY_WIDTH`` where it differs from
+    ``head_dim``-wide heads, else ``width // head_dim``. Heads cannot be read from weights."""
+    if head_dim == 64 and width in HEADS_BY_WIDTH:
+        return HEADS_BY_WIDTH[width]
+    if width % head_dim:
+        raise EmaeError(f"{path}: cannot tell the number of attention heads of a {width}-d ViT; pass it "
+                        f"explicitly (--num-heads)")
+    return width // head_dim
+
+
+def _depth(state: dict[str, Tensor], prefix: str) -> int:
+    return 1 + max((int(m.group(1)) for k in state if (m := re.match(rf"{prefix}\.(\d+)\.", k))), default=-1)
+
+
+def read_vit_shape(state: dict[str, Tensor], path: str | os.PathLike, num_heads: int | None = None,
+                   decoder_num_heads: int | None = None) -> ViTShape:
+    """Read a ViT's shape from its weights (official MAE / timm key names): the one shape reader of the suite.
+
+    The encoder needs ``patch_embed.proj.weight`` (D, C, p, p), ``pos_embed`` (1, [1 +] g*g, D) and
+    ``blocks.N.*``; the decoder is read when ``decoder_embed.weight`` is present. Heads default to 64-d heads
+    for the encoder (:func:`default_heads`) and 32-d heads for the decoder (16 for MAE's 512-d decoder).
     """
-    for key in ("patch_embed.proj.weight", "pos_embed", "cls_token"):
-        if key not in encoder:
+    for key in ("patch_embed.proj.weight", "pos_embed"):
+        if key not in state:
             raise EmaeError(f"{path}: not a ViT encoder: the key '{key}' is missing")
-    proj = encoder["patch_embed.proj.weight"]
-    embed_dim, in_chans, patch, _ = proj.shape
-    tokens = encoder["pos_embed"].shape[1] - (1 if "cls_token" in encoder else 0)
+    embed_dim, in_chans, patch, _ = state["patch_embed.proj.weight"].shape
+    tokens = state["pos_embed"].shape[1] - (1 if "cls_token" in state else 0)
     grid = int(round(tokens**0.5))
     if grid * grid != tokens:
         raise EmaeError(f"{path}: pos_embed has {tokens} patch positions, not a square grid")
-    depth = 1 + max((int(m.group(1)) for k in encoder if (m := re.match(r"blocks\.(\d+)\.", k))), default=-1)
+    depth = _depth(state, "blocks")
     if depth == 0:
         raise EmaeError(f"{path}: not a ViT encoder: no 'blocks.N.' keys")
-    if num_heads is None:
-        if embed_dim not in HEADS_BY_WIDTH:
-            raise EmaeError(f"{path}: cannot tell the number of attention heads of a {embed_dim}-d ViT; "
-                            f"pass it explicitly")
-        num_heads = HEADS_BY_WIDTH[embed_dim]
-    return EncoderInfo(patch, embed_dim, depth, num_heads, in_chans, grid * patch)
+    heads = default_heads(embed_dim, path) if num_heads is None else num_heads
+    fc1 = state.get("blocks.0.mlp.fc1.weight")
+    mlp_ratio = fc1.shape[0] / embed_dim if fc1 is not None else 4.0
+    decoder = None
+    if "decoder_embed.weight" in state:
+        width = state["decoder_embed.weight"].shape[0]
+        decoder = DecoderInfo(width, _depth(state, "decoder_blocks"),
+                              default_heads(width, path, 32) if decoder_num_heads is None else decoder_num_heads)
+    for what, dim, h in (("encoder", embed_dim, heads), ("decoder", decoder and decoder.embed_dim,
+                                                         decoder and decoder.num_heads)):
+        if dim and (h < 1 or dim % h):
+            raise EmaeError(f"{path}: {h} {what} heads do not divide its width {dim}")
+    return ViTShape(EncoderInfo(patch, embed_dim, depth, heads, in_chans, grid * patch), mlp_ratio, decoder)
 
 
-def load_encoder(path: str | os.PathLike) -> tuple[dict[str, Tensor], EncoderInfo, dict | None]:
-    """Read any supported checkpoint's encoder: (encoder state, its shape, our config if present).
+def encoder_info(encoder: dict[str, Tensor], path: str | os.PathLike, num_heads: int | None = None) -> EncoderInfo:
+    """The encoder part of :func:`read_vit_shape`; a state dict without ``cls_token`` is not an MAE encoder."""
+    for key in ("patch_embed.proj.weight", "pos_embed", "cls_token"):
+        if key not in encoder:
+            raise EmaeError(f"{path}: not a ViT encoder: the key '{key}' is missing")
+    return read_vit_shape(encoder, path, num_heads).encoder
 
-    The number of heads comes from our config's architecture, or the ``encoder`` entry of an exported
-    file, when the checkpoint has one.
-    """
+
+# EncoderInfo field -> its name in the fit check's errors
+SHAPE_WORDS = {"patch_size": "patch", "embed_dim": "width", "depth": "depth", "num_heads": "heads",
+               "in_chans": "input channels"}
+
+
+def check_shape(info: EncoderInfo, wanted: dict[str, int | None], path: str | os.PathLike, named_by: str) -> None:
+    """The one fit check: what a config or an architecture (``named_by``) states of the ViT (``wanted``:
+    :data:`SHAPE_WORDS` keys, None where it states nothing) must be what the weights are. The error names the
+    checkpoint, its shape, ``named_by`` and each value that differs."""
+    stated = {k: v for k, v in wanted.items() if v is not None}
+    differ = [f"{SHAPE_WORDS[k]} {v}" for k, v in stated.items() if v != getattr(info, k)]
+    if differ:
+        have = ", ".join(f"{SHAPE_WORDS[k]} {getattr(info, k)}" for k in stated)
+        raise EmaeError(f"{path}: the weights are a ViT of {have}, which does not fit {named_by} "
+                        f"({', '.join(differ)}); choose one of the checkpoint's size")
+
+
+def check_fits(info: EncoderInfo, arch: str, path: str | os.PathLike, named_by: str = "its config") -> None:
+    """:func:`check_shape` against the registered architecture ``arch`` (which ``named_by`` names): its patch
+    size, width and depth."""
     from emae.models import get_arch
 
+    spec = get_arch(arch)
+    check_shape(info, {"patch_size": spec.patch_size, "embed_dim": spec.embed_dim, "depth": spec.depth}, path,
+                f"{arch} named by {named_by}")
+
+
+CLASSIFIER_PREFIX = "head."
+
+
+@dataclass(frozen=True)
+class Weights:
+    """A checkpoint read once and handed to every protocol: its weights, shape, architecture name and config."""
+
+    path: str
+    state: dict[str, Tensor]  # the whole model state, official MAE key names (decoder included where present)
+    encoder: dict[str, Tensor]  # the encoder alone: no decoder, mask_token or classifier head
+    shape: ViTShape
+    arch: str  # the registered architecture it fits, or a description (vit_p16_d192_l12): the records' arch
+    config: dict | None  # our pre-training config, where the checkpoint has one
+    dropped: tuple[str, ...]  # the decoder, mask_token and classifier keys left out of ``encoder``
+
+    @property
+    def info(self) -> EncoderInfo:
+        return self.shape.encoder
+
+    @property
+    def mlp_ratio(self) -> float:
+        return self.shape.mlp_ratio
+
+
+def read_weights(path: str | os.PathLike, arch: str = "", num_heads: int | None = None,
+                 decoder_num_heads: int | None = None) -> Weights:
+    """Read any supported checkpoint (ours, official MAE, timm, an ``emae export`` file) and settle its shape.
+
+    Attention heads, which weights do not show, come from ``arch`` when given (it must fit the weights: the
+    fit check), else from our config's architecture, else ``num_heads``, else an export's ``encoder``
+    entry, else the registered architecture of the same patch size, width and depth, else the usual 64-d
+    heads of the width. Decoder heads likewise (from the architecture, else ``decoder_num_heads``, else 32-d
+    heads).
+    """
+    from emae.models import ARCHS, get_arch
+
     obj = load_checkpoint(path)
-    encoder, _ = split_encoder(model_state(obj, path))
-    config = obj.get("config") if isinstance(obj.get("config"), dict) else None
-    if config and "arch" in config:
-        arch = get_arch(config["arch"])
-        info = encoder_info(encoder, path, arch.num_heads)
-        if (info.patch_size, info.embed_dim, info.depth) != (arch.patch_size, arch.embed_dim, arch.depth):
-            raise EmaeError(f"{path}: the weights are a ViT with patch {info.patch_size}, width {info.embed_dim} "
-                            f"and depth {info.depth}, but its config names {config['arch']} (patch "
-                            f"{arch.patch_size}, width {arch.embed_dim}, depth {arch.depth})")
-        return encoder, info, config
-    heads = obj["encoder"]["num_heads"] if isinstance(obj.get("encoder"), dict) else None
-    return encoder, encoder_info(encoder, path, heads), config
+    state = model_state(obj, path)
+    encoder, dropped = split_encoder(state)
+    head = sorted(k for k in encoder if k.startswith(CLASSIFIER_PREFIX))
+    encoder = {k: v for k, v in encoder.items() if not k.startswith(CLASSIFIER_PREFIX)}
+    config = _pretrain_config(obj)
+    probe = encoder_info(encoder, path, num_heads=1)  # the heads are settled below
+    registered = next((name for name, a in ARCHS.items() if (a.patch_size, a.embed_dim, a.depth) ==
+                       (probe.patch_size, probe.embed_dim, probe.depth)), "")
+    name = arch or (config or {}).get("arch", "")
+    if name:
+        check_fits(probe, name, path, "--arch" if arch else "its config")
+    exported = obj["encoder"].get("num_heads") if isinstance(obj.get("encoder"), dict) else None
+    spec = get_arch(name) if name else (ARCHS[registered] if registered and num_heads is None and exported is None
+                                        else None)
+    heads = spec.num_heads if spec else num_heads or exported
+    decoder_heads = spec.decoder_num_heads if spec else decoder_num_heads
+    shape = read_vit_shape(state, path, heads, decoder_heads)
+    arch_name = name or shape.encoder.arch_name()
+    return Weights(str(path), state, encoder, shape, arch_name, config, tuple(dropped + head))
+
+
+def _pretrain_config(obj: dict) -> dict | None:
+    """Our pre-training config: a checkpoint's ``config``, or the ``config`` inside an export's metadata."""
+    config = obj.get("config")
+    if not isinstance(config, dict):
+        return None
+    if "target" in config and "encoder" in config:  # an export's metadata (safetensors)
+        config = config.get("config")
+    return config if isinstance(config, dict) and "arch" in config else None
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """What a load did with every key: the one load report of the suite (timm, detectron2 and mmseg loads)."""
+
+    loaded: tuple[str, ...]  # checkpoint keys copied into the model
+    missing: tuple[str, ...]  # model keys the checkpoint lacks: freshly initialised
+    unexpected: tuple[str, ...]  # checkpoint keys the model does not use
+    dropped: tuple[str, ...] = ()  # decoder, mask_token and classifier keys, removed before the load
+    pos_embed_grid: tuple[int, int] | None = None  # (checkpoint grid, model grid) where resampled
+
+    def lines(self) -> list[str]:
+        lines = [f"loaded {len(self.loaded)} tensors",
+                 f"missing (freshly initialised): {', '.join(self.missing) or 'none'}",
+                 f"unexpected (not used): {', '.join(self.unexpected) or 'none'}",
+                 f"dropped: {_summarise(self.dropped)}"]
+        if self.pos_embed_grid:
+            old, new = self.pos_embed_grid
+            lines.append(f"pos_embed resampled from a {old}x{old} to a {new}x{new} grid")
+        return lines
+
+    def to_dict(self) -> dict:
+        return {"missing": list(self.missing), "unexpected": list(self.unexpected), "dropped": len(self.dropped),
+                "pos_embed_grid": list(self.pos_embed_grid) if self.pos_embed_grid else None}
+
+
+def _summarise(keys: tuple[str, ...]) -> str:
+    if not keys:
+        return "none"
+    decoder = [k for k in keys if k.startswith("decoder_")]
+    other = [k for k in keys if not k.startswith("decoder_")]
+    return ", ".join(other + ([f"{len(decoder)} decoder tensors"] if decoder else []))

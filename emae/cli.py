@@ -30,12 +30,12 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("data", "detection"): ("detection.synthetic", "write the Fashion-MNIST scenes detection dataset (COCO format)"),
     ("eval", "segment"): ("segmentation.cli", "UperNet on mmsegmentation"),
     ("data", "segmentation"): ("segmentation.synthetic", "generate Fashion-MNIST scenes in ADE20K's layout"),
-    ("eval", "consistency"): ("evaluation.consistency", "agreement of predictions across random masks"),
-    ("eval", "reconstruction"): ("evaluation.reconstruction", "SSIM / LPIPS / FID and classification of reconstructions"),
-    ("visualize",): ("emae.visualize", "reconstruction grids over several mask seeds (Figures 1, 4)"),
+    ("eval", "consistency"): ("analysis.consistency", "agreement of predictions across random masks"),
+    ("eval", "reconstruction"): ("analysis.reconstruction", "SSIM / LPIPS / FID and classification of reconstructions"),
+    ("visualize",): ("analysis.visualize", "reconstruction grids over several mask seeds (Figures 1, 4)"),
     ("report",): ("results.report", "rebuild the paper's tables with our records"),
-    ("pipeline",): ("emae.pipeline", "pre-train MAE and EMAE, run every evaluation, write the report"),
-    ("study",): ("emae.study", "pre-training length against accuracy and wall time, over seeds (Table XII)"),
+    ("pipeline",): ("experiments.pipeline", "pre-train MAE and EMAE, run every evaluation, write the report"),
+    ("study",): ("experiments.study", "pre-training length against accuracy and wall time, over seeds (Table XII)"),
 }
 DEBUG_FLAG = "--debug"
 DEBUG_ENV = "EMAE_DEBUG"
@@ -57,12 +57,22 @@ class CommandParser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
 
 
-def _usage() -> str:
-    lines = ["usage: emae COMMAND [options]   (emae COMMAND --help for a command's options)", "", "commands:"]
+def _usage(group: tuple[str, ...] = ()) -> str:
+    """The list of commands, or of the subcommands of ``group`` (``("eval",)``), one line each."""
+    name = " ".join(("emae",) + group)
+    lines = [f"usage: {name} {'SUBCOMMAND' if group else 'COMMAND'} [options]   ({name} "
+             f"{'SUBCOMMAND' if group else 'COMMAND'} --help for its options)", "",
+             "subcommands:" if group else "commands:"]
     for words, (_, help_text) in COMMANDS.items():
-        lines.append(f"  {' '.join(words):<18} {help_text}")
+        if words[:len(group)] == group:
+            lines.append(f"  {' '.join(words[len(group):] if group else words):<18} {help_text}")
     lines += ["", f"{DEBUG_HELP}."]
     return "\n".join(lines)
+
+
+def _groups() -> set[tuple[str, ...]]:
+    """The first words of the commands that have subcommands (``eval``, ``data``)."""
+    return {words[:1] for words in COMMANDS if len(words) > 1}
 
 
 def debugging(argv: list[str]) -> bool:
@@ -86,10 +96,13 @@ def main(argv: list[str] | None = None) -> int:
         if words in COMMANDS:
             break
     else:
-        if argv and argv[0] not in ("-h", "--help"):
-            print(f"error: unknown command {' '.join(argv[:2])!r}; run 'emae --help' for the list", file=sys.stderr)
+        group = tuple(argv[:1]) if tuple(argv[:1]) in _groups() else ()
+        rest = argv[len(group):]
+        if rest and rest[0] not in ("-h", "--help"):
+            where = f"emae {group[0]} --help" if group else "emae --help"
+            print(f"error: unknown command {' '.join(argv[:2])!r}; run '{where}' for the list", file=sys.stderr)
             return 2
-        print(_usage())
+        print(_usage(group))
         return 0
     if not debug:
         quiet_third_party_warnings()

@@ -9,16 +9,15 @@ import argparse
 from dataclasses import dataclass
 
 from emae import settings
+from emae.data import FASHION_MNIST_DIR, FASHION_MNIST_MEAN, FASHION_MNIST_STD, IMAGENET_MEAN, IMAGENET_STD
 from emae.errors import EmaeError
 from emae.masking import visible_count
 from emae.methods import get_method
 from emae.models import get_arch
 
-FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
-
 
 @dataclass
-class PretrainConfig:
+class PretrainConfig(settings.CommandConfig):
     # method
     method: str = "emae"  # mae, emae, parallel, random-k, complementary, consistency
     parts: int = 4  # K: parts per image (ignored by mae, 2 views for complementary)
@@ -36,8 +35,8 @@ class PretrainConfig:
     data_name: str = "fashion-mnist"  # the pre-training data's name in result records (imagenet-1k, coco, ...)
     subset: int = 0  # use only the first N training images (0: all)
     crop_min_scale: float = 0.2
-    mean: tuple[float, ...] = (0.2860,)
-    std: tuple[float, ...] = (0.3530,)
+    mean: tuple[float, ...] = FASHION_MNIST_MEAN
+    std: tuple[float, ...] = FASHION_MNIST_STD
     num_workers: int = 1
     skip_bad_images: bool = False  # count and skip unreadable images instead of stopping
     # optimisation
@@ -109,16 +108,9 @@ class PretrainConfig:
             raise EmaeError(f"warmup_epochs={self.warmup_epochs} must be within [0, epochs={self.epochs}]")
         return self
 
-    def to_dict(self) -> dict:
-        return settings.to_dict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict, source: str = "config") -> "PretrainConfig":
-        return settings.from_dict(cls, values, source)
 
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+
 _IMAGENET_DATA = dict(dataset="imagefolder", data_name="imagenet-1k", img_size=224, in_chans=3, mean=IMAGENET_MEAN,
                       std=IMAGENET_STD, num_workers=10, batch_size=64, effective_batch=4096, blr=1.5e-4, warmup_epochs=40,
                       save_every=1, keep_every=100, log_every=20)

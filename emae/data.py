@@ -24,8 +24,13 @@ from torchvision import datasets, transforms
 from torchvision.transforms import InterpolationMode
 
 from emae.errors import EmaeError
-from results.datasets import META_FILE
+from emae.records import META_FILE
 
+# each dataset's constants, in one place: where Debian's dataset-fashion-mnist installs it, and the input
+# normalisation of each (Fashion-MNIST's own mean and std on the 0-1 scale; ImageNet's, as timm and MAE use)
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
                          "Bag", "Ankle boot")

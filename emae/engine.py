@@ -17,6 +17,7 @@ import random
 import sys
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -27,34 +28,29 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
+from emae import steps as gradient_steps
 from emae.checkpoint import load_checkpoint, save_checkpoint, untrained_checkpoint
 from emae.config import PretrainConfig, add_config_arguments, explicit_values, resolve_config
 from emae.data import SkipBadImages, build_dataset, collate_counting_skipped, pretrain_transform
 from emae.distributed import DistInfo, all_reduce_mean, init_distributed, shutdown_distributed
 from emae.errors import EmaeError
-from emae.losses import pixel_loss, pixel_targets, self_consistency_loss
+from emae.losses import pixel_targets
 from emae.masking import make_part_masks, noise_shape
-from emae.settings import autocast_dtype, pick_device
+from emae.methods import objective
 from emae.models import MaskedAutoencoderViT, build_model, init_model
-from results.records import Record, append_records, backbone_fields, provenance
+from emae.records import RECORDS_FILE, RUN_FIELDS, Record, backbone_fields, provenance, write_records
+from emae.settings import autocast_dtype, pick_device
+from emae.steps import GradientSteps
 
 LAST = "checkpoint.pth"
 # what a resumed run may change: how it runs, not what it computes
-RESUME_OVERRIDES = {"epochs", "compile", "num_workers", "log_every", "save_every", "keep_every", "device",
-                    "skip_bad_images", "dist_timeout"}
-
-
-class NonFiniteLossError(EmaeError):
-    """The loss became NaN or infinite; the run stops and keeps its last good checkpoint."""
+# what a resumed run may change: how it runs (emae.records.RUN_FIELDS), and its length (a schedule extended)
+RESUME_OVERRIDES = frozenset({f.name for f in fields(PretrainConfig)} & (RUN_FIELDS | {"epochs"}) - {"output_dir"})
 
 
 def accumulation_steps(cfg: PretrainConfig, world_size: int) -> int:
-    per_step = cfg.batch_size * world_size
-    effective = cfg.effective_batch or per_step
-    if effective % per_step:
-        raise EmaeError(f"effective_batch={effective} is not a multiple of batch_size x processes = "
-                        f"{cfg.batch_size} x {world_size}")
-    return effective // per_step
+    """Batches per update of ``cfg`` on ``world_size`` processes (:func:`emae.steps.accumulation_steps`)."""
+    return gradient_steps.accumulation_steps(cfg.effective_batch, cfg.batch_size, world_size)
 
 
 def learning_rate(cfg: PretrainConfig, world_size: int) -> float:
@@ -93,29 +89,11 @@ def forward_backward_flops(loss_fn, observer=None) -> int:
 
 def compute_loss(model: torch.nn.Module, imgs: torch.Tensor, masks, cfg: PretrainConfig,
                  amp_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The weighted loss of a batch and its detached terms. A term of weight 0 is computed without grad."""
+    """The forward pass of a batch (under autocast) and the method's objective (:func:`emae.methods.objective`)."""
     with torch.autocast(imgs.device.type, dtype=amp_dtype) if amp_dtype else nullcontext():
         pred = model(imgs, masks)
-    pred = pred.float()
-    w_pixel, w_consistency = cfg.loss_weights()
     target = pixel_targets(imgs, unwrap(model).patch_size, cfg.norm_pix_loss)
-    with nullcontext() if w_pixel else torch.no_grad():
-        pix = pixel_loss(pred, target, masks.mask)
-    with nullcontext() if w_consistency else torch.no_grad():
-        cons = self_consistency_loss(pred, masks.mask)
-    loss = w_pixel * pix + w_consistency * cons
-    return loss, {"pixel_loss": pix.detach(), "consistency_loss": cons.detach(),
-                  "prediction_spread": prediction_spread(pred.detach())}
-
-
-def prediction_spread(pred: torch.Tensor) -> torch.Tensor:
-    """How much predictions differ across the images of a batch: the standard deviation over images of each
-    part's prediction of each patch value, averaged. Near 0 means one prediction for every image (collapse).
-
-    Args:
-        pred: (B, K, N, P).
-    """
-    return pred.std(dim=0).mean()
+    return objective(pred.float(), target, masks.mask, *cfg.loss_weights())
 
 
 def rng_state(mask_generator: torch.Generator) -> dict:
@@ -250,9 +228,8 @@ def train(cfg: PretrainConfig, resume: str | os.PathLike | None = None) -> dict:
                                   lr_min=cfg.min_lr, warmup_t=warmup, warmup_lr_init=0.0, warmup_prefix=True,
                                   t_in_epochs=False)
     amp_dtype = autocast_dtype(cfg.amp, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     mask_generator = torch.Generator(device=device).manual_seed(cfg.seed + info.rank)
-    start_epoch, step, wall_time = 0, 0, 0.0
+    start_epoch, wall_time = 0, 0.0
     ckpt = load_checkpoint(resume) if resume is not None else None
     if ckpt is not None:
         try:
@@ -263,15 +240,17 @@ def train(cfg: PretrainConfig, resume: str | os.PathLike | None = None) -> dict:
     if info.is_main:  # the data, model and checkpoint are good: the run's folder may be written
         start_folder(out, cfg)
     log = MetricsLog(out, info.is_main)
-    if ckpt is not None:
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scaler.load_state_dict(ckpt["scaler"])
-        set_rng_state(ckpt["rng"], mask_generator)
-        start_epoch, step, wall_time = ckpt["epoch"], ckpt["step"], ckpt["wall_time_s"]
-    log.truncate_after(step)  # the lines of a run that died before its next checkpoint (or before its first)
     if info.enabled:
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    net = torch.compile(model) if cfg.compile else model  # what the forward pass runs
+    run = PretrainRun(cfg, model, torch.compile(model) if cfg.compile else model, loader, scheduler,
+                      GradientSteps(model, optimizer, device.type, amp_dtype, accum, cfg.clip_grad), mask_generator,
+                      log, info, out)
+    if ckpt is not None:
+        optimizer.load_state_dict(ckpt["optimizer"])
+        run.steps.scaler.load_state_dict(ckpt["scaler"])
+        set_rng_state(ckpt["rng"], mask_generator)
+        start_epoch, run.step, wall_time = ckpt["epoch"], ckpt["step"], ckpt["wall_time_s"]
+    log.truncate_after(run.step)  # the lines of a run that died before its next checkpoint (or before its first)
 
     flops = flops_per_iteration(cfg, cfg.batch_size * info.world_size * accum)
     last_loss = math.nan
@@ -279,21 +258,20 @@ def train(cfg: PretrainConfig, resume: str | os.PathLike | None = None) -> dict:
         sampler.set_epoch(epoch)
         loader_generator.manual_seed(cfg.seed * 100_003 + epoch)
         started = time.perf_counter()
-        step, last_loss, throughput = train_one_epoch(model, net, loader, optimizer, scheduler, scaler,
-                                                      mask_generator, cfg, epoch, step, accum, amp_dtype, log, info,
-                                                      out)
+        last_loss, throughput = train_one_epoch(run, epoch)
         wall_time += time.perf_counter() - started
         done = epoch + 1
         if info.is_main and (done % cfg.save_every == 0 or done == cfg.epochs
                              or (cfg.keep_every and done % cfg.keep_every == 0)):
             ckpt = {"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-                    "scaler": scaler.state_dict(), "epoch": done, "step": step, "wall_time_s": wall_time,
-                    "loss": last_loss, "rng": rng_state(mask_generator), "config": cfg.to_dict()}
+                    "scaler": run.steps.scaler.state_dict(), "epoch": done, "step": run.step,
+                    "wall_time_s": wall_time, "loss": last_loss, "rng": rng_state(mask_generator),
+                    "config": cfg.to_dict()}
             save_checkpoint(ckpt, out / LAST)
             if cfg.keep_every and done % cfg.keep_every == 0:
                 save_checkpoint(ckpt, out / f"checkpoint-{done:04d}.pth")
     log.close()
-    summary = {"output_dir": str(out), "checkpoint": str(out / LAST), "epochs": cfg.epochs, "steps": step,
+    summary = {"output_dir": str(out), "checkpoint": str(out / LAST), "epochs": cfg.epochs, "steps": run.step,
                "wall_time_s": wall_time, "flops_per_iter": flops, "images_per_s": throughput if start_epoch <
                cfg.epochs else math.nan}
     if info.is_main and start_epoch < cfg.epochs:
@@ -316,63 +294,70 @@ def unwrap(model: torch.nn.Module) -> MaskedAutoencoderViT:
     return model.module if isinstance(model, DistributedDataParallel) else model
 
 
-def train_one_epoch(model, net, loader, optimizer, scheduler, scaler, mask_generator, cfg: PretrainConfig, epoch: int,
-                    step: int, accum: int, amp_dtype, log: MetricsLog, info: DistInfo, out: Path):
-    """One pass over the data; returns (optimizer steps so far, mean loss of the epoch, images/s). ``net`` is
-    ``model`` or its compiled wrapper: what the forward pass runs."""
-    device = next(model.parameters()).device
-    num_patches = unwrap(model).num_patches
+@dataclass
+class PretrainRun:
+    """What the epochs of one pre-training share: the loop's one state object."""
+
+    cfg: PretrainConfig
+    model: torch.nn.Module  # the model, DDP-wrapped where distributed
+    net: torch.nn.Module  # what the forward pass runs: ``model`` or its compiled wrapper
+    loader: DataLoader
+    scheduler: CosineLRScheduler
+    steps: GradientSteps
+    mask_generator: torch.Generator
+    log: MetricsLog
+    info: DistInfo
+    out: Path
+    step: int = 0  # optimizer updates so far
+
+
+def train_one_epoch(run: PretrainRun, epoch: int) -> tuple[float, float]:
+    """One pass over the data; returns (mean loss of the epoch, images/s) and advances ``run.step``."""
+    cfg, info, steps = run.cfg, run.info, run.steps
+    device = next(run.model.parameters()).device
+    num_patches = unwrap(run.model).num_patches
     strategy = cfg.method_spec.masking
+    usable = len(run.loader) // steps.accum * steps.accum
     epoch_loss, epoch_updates, images, started = 0.0, 0, 0, time.perf_counter()
     terms = torch.zeros(4, device=device)  # loss, pixel, consistency, spread of the current update
     skipped = 0
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not info.is_main or None, leave=False)
+    bar = tqdm(run.loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not info.is_main or None, leave=False)
     for it, (imgs, _, n_skipped) in enumerate(bar):
-        if it >= len(loader) // accum * accum:
+        if it >= usable:
             break
-        if it % accum == 0:
-            scheduler.step_update(step)
+        if it % steps.accum == 0:
+            run.scheduler.step_update(run.step)
         imgs = imgs.to(device, non_blocking=True)
-        noise = torch.rand(noise_shape(strategy, imgs.shape[0], num_patches, cfg.parts), generator=mask_generator,
+        noise = torch.rand(noise_shape(strategy, imgs.shape[0], num_patches, cfg.parts), generator=run.mask_generator,
                            device=device)
         masks = make_part_masks(strategy, noise, cfg.parts, cfg.mask_ratio)
-        sync = (it + 1) % accum == 0
-        with nullcontext() if sync or not isinstance(model, DistributedDataParallel) else model.no_sync():
-            loss, parts = compute_loss(net, imgs, masks, cfg, amp_dtype)
-            value = loss.item()
-            if not math.isfinite(value):
-                raise NonFiniteLossError(
-                    f"non-finite loss {value} at step {step + 1} (epoch {epoch + 1}); stopping. The last good "
-                    f"checkpoint is {out / LAST}" + ("" if (out / LAST).exists() else " (none written yet)"))
-            scaler.scale(loss / accum).backward()
+        with steps.accumulating(it):
+            loss, parts = compute_loss(run.net, imgs, masks, cfg, steps.amp_dtype)
+            steps.backward(loss, lambda: f"at step {run.step + 1} (epoch {epoch + 1}); stopping. The last good "
+                                         f"checkpoint is {run.out / LAST}"
+                                         + ("" if (run.out / LAST).exists() else " (none written yet)"))
         terms += torch.stack([loss.detach(), parts["pixel_loss"], parts["consistency_loss"],
-                              parts["prediction_spread"]]) / accum
+                              parts["prediction_spread"]]) / steps.accum
         images += imgs.shape[0] * info.world_size
         skipped += n_skipped
-        if not sync:
+        if not steps.completes(it):
             continue
-        if cfg.clip_grad:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
+        steps.update()
+        run.step += 1
         mean_terms = all_reduce_mean(terms, info).tolist()
         terms.zero_()
         epoch_loss += mean_terms[0]
         epoch_updates += 1
-        if step % cfg.log_every == 0:
-            elapsed = time.perf_counter() - started
-            entry = {"step": step, "epoch": epoch + 1, "loss": mean_terms[0], "pixel_loss": mean_terms[1],
+        if run.step % cfg.log_every == 0:
+            entry = {"step": run.step, "epoch": epoch + 1, "loss": mean_terms[0], "pixel_loss": mean_terms[1],
                      "consistency_loss": mean_terms[2], "prediction_spread": mean_terms[3],
-                     "lr": optimizer.param_groups[0]["lr"],
-                     "images_per_s": images / elapsed}
+                     "lr": steps.optimizer.param_groups[0]["lr"],
+                     "images_per_s": images / (time.perf_counter() - started)}
             if skipped:
                 entry["skipped_images"] = skipped
-            log.write(entry)
+            run.log.write(entry)
             bar.set_postfix(loss=f"{mean_terms[0]:.4f}", lr=f"{entry['lr']:.2e}")
-    return step, epoch_loss / max(epoch_updates, 1), images / (time.perf_counter() - started)
+    return epoch_loss / max(epoch_updates, 1), images / (time.perf_counter() - started)
 
 
 def write_pretrain_record(cfg: PretrainConfig, out: Path, summary: dict, effective_batch: int) -> None:
@@ -382,7 +367,7 @@ def write_pretrain_record(cfg: PretrainConfig, out: Path, summary: dict, effecti
     record = Record(**backbone_fields(cfg.to_dict(), cfg.arch), protocol="pretrain", metric="loss",
                     value=summary["loss"], dataset=cfg.dataset, seed=cfg.seed, extra=extra,
                     **provenance(cfg.to_dict(), out / LAST, summary["wall_time_s"]))
-    append_records(out / "records.jsonl", [record])
+    write_records(out / RECORDS_FILE, [record], echo=False)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

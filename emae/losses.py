@@ -124,3 +124,15 @@ def self_consistency_loss(pred: Tensor, mask: Tensor) -> Tensor:
         return pred.new_zeros(())
     weights = pair_weights(mask.to(pred.dtype), pred.shape[-1])
     return _SelfConsistencyL1.apply(pred, mask.to(pred.dtype), weights)
+
+
+def prediction_spread(pred: Tensor) -> Tensor:
+    """How much predictions differ across the images of a batch: the standard deviation over images of each
+    part's prediction of each patch value, averaged. Near 0 means one prediction for every image (collapse).
+
+    Args:
+        pred: (B, K, N, P).
+    Returns:
+        a scalar.
+    """
+    return pred.std(dim=0).mean()

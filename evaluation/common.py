@@ -10,12 +10,11 @@ and a folder that holds the records or training state of another evaluation is r
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import time
 import typing
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from operator import methodcaller
 from pathlib import Path
 
@@ -24,26 +23,34 @@ import torch
 from torch.utils.data import Dataset, Subset
 from torchvision import transforms
 
+from emae import records, settings
 from emae.checkpoint import load_checkpoint, save_checkpoint, untrained_checkpoint
-from emae import settings
-from emae.config import FASHION_MNIST_DIR, PretrainConfig, preset_config
-from emae.data import build_dataset
+from emae.config import PretrainConfig, preset_config
+from emae.data import FASHION_MNIST_DIR, FASHION_MNIST_MEAN, FASHION_MNIST_STD, build_dataset
 from emae.distributed import DistInfo, init_distributed
 from emae.errors import EmaeError
+from emae.records import (
+    PIXELS,
+    RECORDS_FILE,
+    VARIANT_FIELDS,
+    Record,
+    backbone_fields,
+    changed_fields,
+    check_rerun,
+    provenance,
+    sha256_file,
+    write_records,
+)
 from emae.settings import autocast_dtype, pick_device
 from evaluation.presets import preset_values
-from results.records import (PIXELS, RECORDS_FILE, VARIANT_FIELDS, Record, append_records, backbone_fields,
-                             provenance, read_records, sha256_file)
 
-# fields that change how a run goes, not what it computes: they may differ when a run is resumed or re-run
 CHECKPOINT = "checkpoint.pth"  # an evaluation's training state in its output folder
-RUN_FIELDS = frozenset({"num_workers", "device", "threads", "dist_timeout", "output_dir", "features_dir"})
 POOLS = ("token", "avg")
 RANDOM = "random"  # --checkpoint random: the untrained backbone
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(settings.CommandConfig):
     """The fields every evaluation has. Subclasses add their protocol's and may change defaults."""
 
     protocol: typing.ClassVar[str] = ""  # the records' protocol: knn, linprobe, finetune
@@ -63,8 +70,8 @@ class EvalConfig:
     eval_name: str = "fashion-mnist test"  # the records' dataset field
     img_size: int = 0  # 0: the checkpoint's pre-training size (position embeddings are resampled otherwise)
     crop_ratio: float = 1.0  # evaluation resize to img_size / crop_ratio, then centre crop (MAE: 224 / 256)
-    mean: tuple[float, ...] = (0.2860,)
-    std: tuple[float, ...] = (0.3530,)
+    mean: tuple[float, ...] = FASHION_MNIST_MEAN
+    std: tuple[float, ...] = FASHION_MNIST_STD
     num_workers: int = 1
     # model
     global_pool: str = "token"  # token (cls token) or avg (global average pooling + fc_norm)
@@ -101,9 +108,6 @@ class EvalConfig:
             raise EmaeError(f"crop_ratio must be in (0, 1], got {self.crop_ratio}")
         return self
 
-    def to_dict(self) -> dict:
-        return settings.to_dict(self)
-
     @classmethod
     def from_dict(cls, values: dict, source: str = "config"):
         return settings.from_dict(cls, values, source=f"{source} ({cls.protocol})")
@@ -139,11 +143,6 @@ def untrained_file(cfg: EvalConfig, folder: str | os.PathLike = "runs/baselines"
     return path.absolute()
 
 
-def comparable(config: dict) -> dict:
-    """A config without the fields that do not change results."""
-    return {k: v for k, v in config.items() if k not in RUN_FIELDS}
-
-
 def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     random.seed(seed)
@@ -174,7 +173,7 @@ class EvalRun:
         to write its first output, so that a run stopped by bad input leaves nothing behind."""
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2) + "\n", encoding="utf-8")
+            self.cfg.save(self.out)
 
 
 def start_run(cfg: EvalConfig, distributed: bool = False) -> tuple[EvalRun, list[Record]]:
@@ -201,31 +200,17 @@ def start_run(cfg: EvalConfig, distributed: bool = False) -> tuple[EvalRun, list
     sha = "" if cfg.checkpoint == PIXELS else sha256_file(path)
     out = Path(cfg.output_dir or f"runs/eval/{cfg.protocol}-{cfg.preset}-{sha[:12] or PIXELS}")
     run = EvalRun(cfg, out, device, autocast_dtype(cfg.amp, device), info, sha, started)
-    config_file = out / "config.json"
-    if config_file.exists() and (run.records_path.exists() or (out / CHECKPOINT).exists()):
-        saved = settings.read_json(config_file)
-        if comparable(saved) != comparable(cfg.to_dict()):
-            changed = sorted(k for k in comparable({**saved, **cfg.to_dict()}) if saved.get(k) != cfg.to_dict().get(k))
-            raise EmaeError(f"{out} holds another evaluation (config differs in {changed}); choose another "
-                            f"--output-dir or remove that folder")
+    if run.records_path.exists() or (out / CHECKPOINT).exists():  # a folder of a started run
+        check_rerun(out / "config.json", cfg.to_dict(), "choose another --output-dir or remove that folder")
     return run, finished_records(run)
 
 
 def finished_records(run: EvalRun) -> list[Record]:
     """The records in the output folder made by this config from this checkpoint."""
-    if not run.records_path.exists():
-        return []
-    mine = comparable(run.cfg.to_dict())
-    return [r for r in read_records(run.records_path) if r.protocol == run.cfg.protocol
-            and r.checkpoint_sha256 == run.checkpoint_sha256 and comparable(r.config) == mine]
+    return records.finished_records(run.records_path, run.cfg.to_dict(), run.checkpoint_sha256, run.cfg.protocol)
 
 
-def print_records(records: list[Record], note: str = "") -> None:
-    for r in records:
-        print(f"{r.protocol} {r.metric} = {r.value:.2f} % on {r.dataset} ({r.arch}, {r.wall_time_s:.0f} s){note}")
-
-
-def write_records(run: EvalRun, backbone_config: dict | None, arch: str, metrics: dict[str, float],
+def write_run_records(run: EvalRun, backbone_config: dict | None, arch: str, metrics: dict[str, float],
                   wall_time_s: float, extra: dict) -> list[Record]:
     """Append one record per metric (values in percent) to ``OUTPUT_DIR/records.jsonl`` and print them.
 
@@ -244,11 +229,9 @@ def write_records(run: EvalRun, backbone_config: dict | None, arch: str, metrics
     base = dict(backbone_fields(backbone_config, arch, overrides), protocol=cfg.protocol, dataset=cfg.eval_name,
                 seed=cfg.seed, extra=details,
                 **provenance(cfg.to_dict(), None if cfg.checkpoint == PIXELS else cfg.checkpoint, wall_time_s))
-    records = [Record(metric=metric, value=float(value), **base) for metric, value in metrics.items()]
     run.open_folder()
-    append_records(run.records_path, records)
-    print_records(records)
-    return records
+    return write_records(run.records_path, [Record(metric=metric, value=float(value), **base)
+                                            for metric, value in metrics.items()])
 
 
 def eval_datasets(cfg: EvalConfig, train_transform, val_transform, in_chans: int) -> tuple[Dataset, Dataset, int]:
@@ -288,6 +271,6 @@ def load_own_checkpoint(path: Path, run: EvalRun) -> dict | None:
         raise EmaeError(f"{path} continues an evaluation of another checkpoint (sha256 "
                         f"{str(state.get('backbone_sha256'))[:12]}..., not {run.checkpoint_sha256[:12]}...); "
                         f"choose another --output-dir")
-    if comparable(state.get("config", {})) != comparable(run.cfg.to_dict()):
+    if changed_fields(state.get("config", {}), run.cfg.to_dict()):
         raise EmaeError(f"{path} was made with another config; choose another --output-dir")
     return state

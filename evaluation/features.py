@@ -14,13 +14,13 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from emae.checkpoint import load_checkpoint, save_checkpoint
+from emae.checkpoint import LoadReport, Weights, load_checkpoint, read_weights, save_checkpoint
 from emae.config import PretrainConfig
 from emae.data import eval_transform
 from emae.errors import EmaeError
-from evaluation.backbone import BackboneWeights, LoadReport, build_vit, print_load, read_backbone
+from emae.records import PIXELS
+from evaluation.backbone import build_vit, print_load
 from evaluation.common import EvalRun, eval_datasets
-from results.records import PIXELS
 
 
 class FrozenEncoder(nn.Module):
@@ -96,7 +96,7 @@ def evaluation_features(run: EvalRun, cache_dir: str = "") -> FeatureSplits:
     ``--checkpoint pixels`` (:func:`pixel_features`)."""
     if run.cfg.checkpoint == PIXELS:
         return pixel_features(run)
-    return frozen_features(run, read_backbone(run.cfg.checkpoint, run.cfg.arch), cache_dir)
+    return frozen_features(run, read_weights(run.cfg.checkpoint, run.cfg.arch), cache_dir)
 
 
 def pixel_features(run: EvalRun) -> FeatureSplits:
@@ -111,7 +111,7 @@ def pixel_features(run: EvalRun) -> FeatureSplits:
     return FeatureSplits(splits[0], splits[1], classes, LoadReport((), (), (), (), None), False, None, PIXELS)
 
 
-def frozen_features(run: EvalRun, weights: BackboneWeights, cache_dir: str = "") -> FeatureSplits:
+def frozen_features(run: EvalRun, weights: Weights, cache_dir: str = "") -> FeatureSplits:
     """The config's train and validation features (evaluation preprocessing, no augmentation).
 
     They are cached as ``features-SPLIT-HASH.pth`` (HASH: of how they were made) in ``cache_dir``, or the

@@ -26,14 +26,23 @@ from timm.optim import create_optimizer_v2
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from emae.checkpoint import load_checkpoint
+from emae.checkpoint import load_checkpoint, read_weights
 from emae.data import eval_transform
 from emae.errors import EmaeError
+from emae.records import print_records
 from emae.settings import autocast_dtype, pick_device
-from evaluation.backbone import build_vit, print_load, read_backbone, vit_kwargs
-from evaluation.common import (CHECKPOINT, EvalConfig, add_config_arguments, eval_datasets, print_records,
-                               resolve_config, start_run, write_records)
-from evaluation.training import Trainer, accumulation_steps, cosine_schedule, evaluate, fit, image_loaders
+from emae.steps import accumulation_steps
+from evaluation.backbone import build_vit, print_load, vit_kwargs
+from evaluation.common import (
+    CHECKPOINT,
+    EvalConfig,
+    add_config_arguments,
+    eval_datasets,
+    resolve_config,
+    start_run,
+    write_run_records,
+)
+from evaluation.training import Trainer, cosine_schedule, evaluate, fit, image_loaders
 
 
 @dataclass
@@ -109,7 +118,7 @@ def run(cfg: FinetuneConfig):
     if done:
         print_records(done, " (already done: the records exist)")
         return done
-    weights = read_backbone(cfg.checkpoint, cfg.arch)
+    weights = read_weights(cfg.checkpoint, cfg.arch)
     img_size = cfg.img_size or weights.info.img_size
     train, val, classes = eval_datasets(cfg, train_transform(cfg, img_size),
                                         eval_transform(img_size, cfg.mean, cfg.std, cfg.crop_ratio),
@@ -155,8 +164,8 @@ def run(cfg: FinetuneConfig):
              "drop_path": cfg.drop_path, "train_images": len(train), "val_images": len(val),
              "peak_top1": max(e["top1"][0] for e in history), "checkpoint": str(ev.out / CHECKPOINT),
              "load_report": report.to_dict()}
-    return write_records(ev, weights.config, weights.arch, {"top1": last["top1"][0], "top5": last["top5"][0]},
-                         wall, extra)
+    return write_run_records(ev, weights.config, weights.arch, {"top1": last["top1"][0], "top5": last["top5"][0]},
+                             wall, extra)
 
 
 def load_finetuned(path: str | os.PathLike) -> tuple[VisionTransformer, FinetuneConfig]:

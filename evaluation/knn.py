@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from emae.errors import EmaeError
-from evaluation.common import EvalConfig, add_config_arguments, resolve_config, start_run, print_records, write_records
+from emae.records import print_records
+from evaluation.common import EvalConfig, add_config_arguments, resolve_config, start_run, write_run_records
 from evaluation.features import evaluation_features
 
 
@@ -69,7 +70,7 @@ def run(cfg: KnnConfig):
     top1 = (scores.argmax(1).cpu() == val_y).float().mean().item() * 100
     extra = {"k": cfg.k, "temperature": cfg.temperature, "train_images": len(train_y), "val_images": len(val_y),
              "features_reused": data.reused, "load_report": data.report.to_dict()}
-    return write_records(ev, data.config, data.arch, {"top1": top1}, ev.elapsed(), extra)
+    return write_run_records(ev, data.config, data.arch, {"top1": top1}, ev.elapsed(), extra)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

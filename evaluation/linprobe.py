@@ -25,14 +25,23 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
+from emae.checkpoint import LoadReport, read_weights
 from emae.data import eval_transform, pretrain_transform
 from emae.errors import EmaeError
-from evaluation.backbone import LoadReport, build_vit, print_load, read_backbone
-from evaluation.common import (EvalConfig, EvalRun, add_config_arguments, eval_datasets, print_records,
-                               resolve_config, start_run, write_records)
+from emae.records import PIXELS, print_records
+from emae.steps import accumulation_steps
+from evaluation.backbone import build_vit, print_load
+from evaluation.common import (
+    EvalConfig,
+    EvalRun,
+    add_config_arguments,
+    eval_datasets,
+    resolve_config,
+    start_run,
+    write_run_records,
+)
 from evaluation.features import FrozenEncoder, evaluation_features
-from evaluation.training import Trainer, accumulation_steps, cosine_schedule, fit, image_loaders
-from results.records import PIXELS
+from evaluation.training import Trainer, cosine_schedule, fit, image_loaders
 
 
 @dataclass
@@ -144,7 +153,7 @@ class ProbeSetup:
 def _full_setup(ev: EvalRun) -> ProbeSetup:
     """Frozen encoder + probes on augmented images."""
     cfg = ev.cfg
-    weights = read_backbone(cfg.checkpoint, cfg.arch)
+    weights = read_weights(cfg.checkpoint, cfg.arch)
     vit, report = build_vit(weights, img_size=cfg.img_size, global_pool=cfg.global_pool)
     if ev.dist.is_main:
         print_load(weights, report)
@@ -200,8 +209,8 @@ def run(cfg: LinprobeConfig):
              "blr": cfg.blrs[best], "lr": lrs[best], "heads": {str(b): t for b, t in zip(cfg.blrs, last["top1"])},
              "peak_top1": max(max(e["top1"]) for e in history), "train_images": probe.train_images,
              "features_reused": probe.features_reused, "load_report": probe.report.to_dict()}
-    return write_records(ev, probe.config, probe.arch, {"top1": last["top1"][best], "top5": last["top5"][best]},
-                         wall, extra)
+    return write_run_records(ev, probe.config, probe.arch, {"top1": last["top1"][best], "top5": last["top5"][best]},
+                             wall, extra)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

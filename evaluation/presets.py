@@ -18,13 +18,13 @@
 """
 from __future__ import annotations
 
-from emae.config import FASHION_MNIST_DIR, IMAGENET_MEAN, IMAGENET_STD
+from emae.data import FASHION_MNIST_DIR, FASHION_MNIST_MEAN, FASHION_MNIST_STD, IMAGENET_MEAN, IMAGENET_STD
 from emae.errors import EmaeError
 
 PROTOCOLS = ("linprobe", "finetune", "knn")
 
-_FMNIST = dict(dataset="fashion-mnist", data=FASHION_MNIST_DIR, eval_name="fashion-mnist test", mean=(0.2860,),
-               std=(0.3530,), crop_ratio=1.0, num_workers=1)
+_FMNIST = dict(dataset="fashion-mnist", data=FASHION_MNIST_DIR, eval_name="fashion-mnist test", mean=FASHION_MNIST_MEAN,
+               std=FASHION_MNIST_STD, crop_ratio=1.0, num_workers=1)
 _IMAGENET = dict(dataset="imagefolder", data="data/imagenet", eval_name="ImageNet-1K val", img_size=224,
                  mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_ratio=224 / 256, num_workers=10)
 

@@ -11,7 +11,6 @@ probes); :func:`evaluate` reports every head.
 """
 from __future__ import annotations
 
-import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -27,19 +26,10 @@ from tqdm import tqdm
 from emae.checkpoint import save_checkpoint
 from emae.distributed import DistInfo
 from emae.errors import EmaeError
+from emae.steps import GradientSteps
 from evaluation.common import CHECKPOINT, EvalRun, load_own_checkpoint, seed_everything
 
 TOPK = (1, 5)
-
-
-def accumulation_steps(effective_batch: int, batch_size: int, world_size: int) -> int:
-    """Batches per optimizer step so that ``batch_size x processes x steps == effective_batch``."""
-    per_step = batch_size * world_size
-    effective = effective_batch or per_step
-    if effective % per_step:
-        raise EmaeError(f"effective_batch={effective} is not a multiple of batch_size x processes = "
-                        f"{batch_size} x {world_size}")
-    return effective // per_step
 
 
 def cosine_schedule(optimizer: torch.optim.Optimizer, epochs: int, warmup_epochs: int, updates_per_epoch: int,
@@ -67,7 +57,8 @@ class Trainer:
     batch_fn: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None
 
     def __post_init__(self):
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        self.steps = GradientSteps(self.model, self.optimizer, self.device.type, self.amp_dtype, self.accum,
+                                   self.clip_grad)
 
     def autocast(self):
         return torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
@@ -88,27 +79,15 @@ def train_one_epoch(t: Trainer, loader: Iterable, step: int, desc: str) -> tuple
         targets = targets.to(t.device, non_blocking=True)
         if t.batch_fn is not None:
             images, targets = t.batch_fn(images, targets)
-        sync = (it + 1) % t.accum == 0
-        no_sync = getattr(t.model, "no_sync", None)
-        with nullcontext() if sync or no_sync is None else no_sync():
+        with t.steps.accumulating(it):
             with t.autocast():
                 outputs = t.model(images)
             loss = t.loss_fn(outputs.float(), targets)
-            value = loss.item()
-            if not math.isfinite(value):
-                raise EmaeError(f"non-finite loss {value} at update {step + 1}; stopping (the last checkpoint "
-                                f"is kept)")
-            t.scaler.scale(loss / t.accum).backward()
+            value = t.steps.backward(loss, lambda: f"at update {step + 1}; stopping (the last checkpoint is kept)")
         total, count = total + value, count + 1
-        if not sync:
-            continue
-        if t.clip_grad:
-            t.scaler.unscale_(t.optimizer)
-            nn.utils.clip_grad_norm_(t.model.parameters(), t.clip_grad)
-        t.scaler.step(t.optimizer)
-        t.scaler.update()
-        t.optimizer.zero_grad(set_to_none=True)
-        step += 1
+        if t.steps.completes(it):
+            t.steps.update()
+            step += 1
     return step, total / max(count, 1)
 
 
@@ -154,7 +133,7 @@ def fit(t: Trainer, train_loader: Iterable, val_loader: Iterable, run: EvalRun, 
     if saved is not None:
         t.state.load_state_dict(saved["model"])
         t.optimizer.load_state_dict(saved["optimizer"])
-        t.scaler.load_state_dict(saved["scaler"])
+        t.steps.scaler.load_state_dict(saved["scaler"])
         start, step, history, wall_before = saved["epoch"], saved["step"], saved["history"], saved["wall_time_s"]
         print(f"resuming from {path} after epoch {start}/{epochs}")
     for epoch in range(start, epochs):
@@ -172,7 +151,7 @@ def fit(t: Trainer, train_loader: Iterable, val_loader: Iterable, run: EvalRun, 
             print(f"epoch {epoch + 1}/{epochs}: loss {loss:.4f}, top-1 {best:.2f} %"
                   + (f" (best of {acc.shape[0]} heads)" if acc.shape[0] > 1 else ""))
             save_checkpoint({"model": t.state.state_dict(), "optimizer": t.optimizer.state_dict(),
-                             "scaler": t.scaler.state_dict(), "epoch": epoch + 1, "step": step, "history": history,
+                             "scaler": t.steps.scaler.state_dict(), "epoch": epoch + 1, "step": step, "history": history,
                              "wall_time_s": wall_before + run.elapsed(), "config": run.cfg.to_dict(),
                              "backbone_sha256": run.checkpoint_sha256, **(extra_state or {})}, path)
     return history, wall_before + run.elapsed()

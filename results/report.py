@@ -18,9 +18,9 @@ from pathlib import Path
 import pandas as pd
 
 from emae.errors import EmaeError
+from emae.records import Record, read_records
 from results.cost import cost_frame, cost_table, speedup_summary
 from results.plots import plot_epochs, plot_wall_time
-from results.records import Record, read_records
 from results.summary import summary_frames
 from results.tables import OURS, build_tables, load_reference, records_frame
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from results.records import PIXELS, read_records
+from emae.records import PIXELS, read_records
 from results.tables import BASELINES, METHOD_NAMES, records_frame
 
 ROWS = ["protocol", "metric", "dataset"]

@@ -18,7 +18,7 @@ import pandas as pd
 
 from emae.errors import EmaeError
 from emae.methods import METHODS
-from results.records import Record
+from emae.records import Record
 
 REFERENCE_CSV = Path(__file__).parent / "reference" / "paper_tables.csv"
 REFERENCE_FIELDS = ("table", "row", "section", "label", "citation", "method", "arch", "pretrain_epochs",

@@ -4,7 +4,7 @@
 # The environment lives outside the clone (default ~/.cache/emae/venv, override with EMAE_VENV) with the
 # built detectron2 wheel (~/.cache/emae/wheels), so a fresh clone on the same machine reuses both. It is
 # rebuilt when requirements.txt or these scripts change. The checkout itself is installed in editable
-# mode, re-pointed whenever setup runs from another clone.
+# mode, re-installed whenever setup runs from another clone or pyproject.toml changes.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cache=${EMAE_CACHE:-$HOME/.cache/emae}
@@ -28,10 +28,11 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "$want" > "$stamp"
 fi
 
-# the checkout, editable, pointing at this clone
-if [ "$(cat "$venv/.emae-root" 2>/dev/null)" != "$root" ]; then
+# the checkout, editable, pointing at this clone; installed again when the clone or its packages change
+checkout="$root $(sha256sum "$root/pyproject.toml" | cut -d' ' -f1)"
+if [ "$(cat "$venv/.emae-root" 2>/dev/null)" != "$checkout" ]; then
     "$py" -m pip install -q --no-deps --no-build-isolation -e "$root"
-    echo "$root" > "$venv/.emae-root"
+    echo "$checkout" > "$venv/.emae-root"
 fi
 
 # Fashion-MNIST from Debian's package

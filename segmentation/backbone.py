@@ -16,10 +16,10 @@ from pathlib import Path
 
 from torch import Tensor, nn
 
-from emae.checkpoint import EncoderInfo, load_checkpoint
+from emae.checkpoint import EncoderInfo, LoadReport, Weights
 from emae.errors import EmaeError
-from emae.export import export_checkpoint
-from emae.export.mmseg import CONTAINER, EXPECTED_MISSING, layer_pattern
+from emae.export import export_weights
+from emae.export.mmseg import EXPECTED_MISSING, convert, layer_pattern
 
 POS_EMBED = "pos_embed"  # resized by mmseg to the backbone's grid, so only its width must match
 
@@ -32,18 +32,14 @@ class ExportedBackbone:
     tensors: dict[str, Tensor]  # mmseg key names
     info: EncoderInfo
     config: dict | None  # our pre-training config, None for an official MAE or timm checkpoint
-
-    @property
-    def arch(self) -> str:
-        """The pre-training architecture: from our config, a registered one of this shape, or a description."""
-        return self.info.arch_name(self.config)
+    arch: str  # the encoder's architecture name in the records (emae.checkpoint.Weights.arch)
 
 
-def export_backbone(checkpoint: str | os.PathLike, dst: str | os.PathLike) -> ExportedBackbone:
-    """Convert ``checkpoint`` for mmseg into ``dst`` (written atomically) and read the result back."""
-    dst = export_checkpoint(checkpoint, dst, "mmseg")
-    obj = load_checkpoint(dst)
-    return ExportedBackbone(dst, obj[CONTAINER], EncoderInfo(**obj["encoder"]), obj["config"])
+def export_backbone(weights: Weights, dst: str | os.PathLike) -> ExportedBackbone:
+    """Convert ``weights`` (read once by :func:`emae.checkpoint.read_weights`) for mmseg into ``dst``, written
+    atomically."""
+    path = export_weights(weights, dst, "mmseg")
+    return ExportedBackbone(path, convert(weights.encoder, weights.info), weights.info, weights.config, weights.arch)
 
 
 def check_shapes(backbone: nn.Module, exported: ExportedBackbone) -> None:
@@ -64,20 +60,14 @@ def check_shapes(backbone: nn.Module, exported: ExportedBackbone) -> None:
                         f"config's backbone: " + "; ".join(mismatched[:6]))
 
 
-@dataclass(frozen=True)
-class LoadReport:
-    """The keys mmseg's ``Pretrained`` load left missing (freshly initialised) and unexpected (unused)."""
+def missing_patterns(report: LoadReport) -> tuple[str, ...]:
+    """The keys a load left missing with layer indices as ``*``, in order of first appearance."""
+    return tuple(dict.fromkeys(layer_pattern(k) for k in report.missing))
 
-    missing: tuple[str, ...]
-    unexpected: tuple[str, ...]
 
-    @property
-    def missing_patterns(self) -> tuple[str, ...]:
-        """The missing keys with layer indices as ``*``, in order of first appearance."""
-        return tuple(dict.fromkeys(layer_pattern(k) for k in self.missing))
-
-    def to_dict(self) -> dict:
-        return {"missing": list(self.missing_patterns), "unexpected": list(self.unexpected)}
+def report_summary(report: LoadReport) -> dict:
+    """The load report as the records keep it: missing key patterns and unused keys."""
+    return {"missing": list(missing_patterns(report)), "unexpected": list(report.unexpected)}
 
 
 def pretrained_load_report(backbone: nn.Module) -> LoadReport:
@@ -91,12 +81,14 @@ def pretrained_load_report(backbone: nn.Module) -> LoadReport:
     if len(results) != 1:
         raise EmaeError(f"the backbone's initialisation loaded {len(results)} state dicts, expected exactly one "
                         f"(is init_cfg type='Pretrained' set?)")
-    return LoadReport(tuple(results[0].missing_keys), tuple(results[0].unexpected_keys))
+    missing, unexpected = tuple(results[0].missing_keys), tuple(results[0].unexpected_keys)
+    own = backbone.state_dict()
+    return LoadReport(tuple(k for k in own if k not in missing), missing, unexpected)
 
 
 def check_load_report(report: LoadReport, path: str | os.PathLike) -> None:
     """Only the expected keys may be missing (relative position bias, layer scale), and none unused."""
-    surprising = [p for p in report.missing_patterns if p not in EXPECTED_MISSING]
+    surprising = [p for p in missing_patterns(report) if p not in EXPECTED_MISSING]
     if surprising or report.unexpected:
         raise EmaeError(f"{path}: mmseg's MAE backbone did not load it as expected: missing {surprising[:8]} "
                         f"(only {list(EXPECTED_MISSING)} may be), unused {list(report.unexpected[:8])}")

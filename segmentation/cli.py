@@ -1,37 +1,44 @@
-"""``emae eval segment``: the command's flags (the work is in :mod:`segmentation.train`)."""
+"""``emae eval segment``: the command's flags and config (the work is in :mod:`segmentation.train`)."""
 from __future__ import annotations
 
 import argparse
 
-from mmengine.config import DictAction
-
+from emae import settings
 from segmentation.config import config_names
-from segmentation.train import segment
+from segmentation.train import LAUNCHERS, SegmentConfig, segment
+
+HELP = {
+    "checkpoint": "our pre-training checkpoint, an official MAE checkpoint or a timm ViT state dict (.pth or "
+                  ".safetensors) (required)",
+    "config": f"the mmseg config: a preset ({', '.join(config_names())}) or a .py mmengine config file (required; "
+              f"a YAML or JSON file of this command's settings is --config-file)",
+    "data": "dataset root in ADE20K's layout (ADEChallengeData2016, or one made by `emae data segmentation`) "
+            "(required)",
+    "output_dir": "records.jsonl and one work dir per run (default: runs/segment)",
+    "seed": "(default: 0)",
+    "iters": "training iterations (default 0: the config's)",
+    "batch_size": "images per process (default 0: the config's)",
+    "amp": "mixed precision (AmpOptimWrapper, dynamic loss scale; default: off)",
+    "launcher": f"mmengine's launcher for several processes: one of {', '.join(LAUNCHERS)} (default: none; "
+                f"pytorch: under torchrun)",
+    "cfg_options": "override config keys, mmengine style: KEY=VALUE (e.g. optim_wrapper.optimizer.lr=2e-4)",
+    "method": "records' method for a checkpoint without our config",
+    "pretrain_epochs": "records' pre-training epochs, likewise",
+    "pretrain_data": "records' pre-training data, likewise",
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="our pre-training checkpoint, an official MAE "
-                        "checkpoint or a timm ViT state dict (.pth or .safetensors)")
-    parser.add_argument("--config", required=True, help=f"a preset ({', '.join(config_names())}) or a .py "
-                        f"mmengine config file")
-    parser.add_argument("--data", required=True, help="dataset root in ADE20K's layout (ADEChallengeData2016, or "
-                        "one made by `emae data segmentation`)")
-    parser.add_argument("--output-dir", default="runs/segment", help="records.jsonl and one work dir per run")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--iters", type=int, default=0, help="training iterations (0: the config's)")
-    parser.add_argument("--batch-size", type=int, default=0, help="images per process (0: the config's)")
-    parser.add_argument("--amp", action="store_true", help="mixed precision (AmpOptimWrapper, dynamic loss scale)")
-    parser.add_argument("--launcher", choices=("none", "pytorch", "slurm", "mpi"), default="none",
-                        help="mmengine's launcher for several processes (pytorch: under torchrun)")
-    parser.add_argument("--cfg-options", nargs="+", action=DictAction, default=None,
-                        help="override config keys, mmengine style: key=value (e.g. optim_wrapper.optimizer.lr=2e-4)")
-    parser.add_argument("--method", default=None, help="records' method for a checkpoint without our config")
-    parser.add_argument("--pretrain-epochs", type=int, default=None, help="records' pre-training epochs, likewise")
-    parser.add_argument("--pretrain-data", default=None, help="records' pre-training data, likewise")
+    """One flag per :class:`SegmentConfig` field; ``--config NAME`` is the field ``config`` (the mmseg config),
+    so the settings file that other commands take as ``--config FILE`` is ``--config-file FILE`` here."""
+    settings.add_arguments(parser, SegmentConfig, HELP, file_flag="--config-file")
+
+
+def resolve_config(args: argparse.Namespace) -> SegmentConfig:
+    """defaults < ``--config-file`` < explicit flags, validated."""
+    return SegmentConfig.from_dict(settings.resolve(SegmentConfig, args)).validate()
 
 
 def main(args: argparse.Namespace) -> int:
-    overrides = {"method": args.method, "pretrain_epochs": args.pretrain_epochs, "pretrain_data": args.pretrain_data}
-    segment(args.checkpoint, args.config, args.data, args.output_dir, args.seed, args.iters, args.batch_size,
-            args.amp, args.launcher, args.cfg_options, overrides)
+    segment(resolve_config(args))
     return 0

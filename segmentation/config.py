@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 
-from emae.checkpoint import EncoderInfo
+from emae.checkpoint import EncoderInfo, check_shape
 from emae.errors import EmaeError
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -83,6 +83,22 @@ def build_config(name: str, data: str | os.PathLike, seed: int, iters: int = 0, 
     return cfg
 
 
+def parse_cfg_options(options: tuple[str, ...] | list[str]) -> dict:
+    """``KEY=VALUE`` strings as mmengine's ``--cfg-options`` (``DictAction``) reads them: the value split at the
+    first ``=`` and parsed by ``DictAction`` (numbers, true/false, None, ``a,b`` and ``[a, (b, c)]`` lists);
+    a later key wins. A string without ``KEY=`` or with unpaired brackets is an error naming it."""
+    parsed = {}
+    for option in options:
+        key, sep, value = option.partition("=")
+        if not sep or not key:
+            raise EmaeError(f"--cfg-options {option!r}: expected KEY=VALUE")
+        try:
+            parsed[key] = DictAction._parse_iterable(value)
+        except AssertionError:  # DictAction's check that brackets pair up
+            raise EmaeError(f"--cfg-options {option!r}: the value's brackets do not pair up") from None
+    return parsed
+
+
 def describe(error: Exception) -> str:
     """An exception raised by a config file, on one line (a syntax error with its line)."""
     if isinstance(error, SyntaxError) and error.lineno:
@@ -91,16 +107,12 @@ def describe(error: Exception) -> str:
 
 
 def check_encoder(cfg: Config, info: EncoderInfo, checkpoint: str | os.PathLike) -> None:
-    """The checkpoint's encoder must be the ViT the config's backbone builds (before anything is written)."""
+    """The checkpoint's encoder must be the ViT the config's backbone builds (:func:`emae.checkpoint.check_shape`),
+    checked before anything is written."""
     backbone = cfg.model.backbone
-    want = {"patch size": backbone.get("patch_size"), "width": backbone.get("embed_dims"),
-            "depth": backbone.get("num_layers"), "input channels": backbone.get("in_channels")}
-    have = {"patch size": info.patch_size, "width": info.embed_dim, "depth": info.depth,
-            "input channels": info.in_chans}
-    differ = [f"{k} {have[k]} (config: {want[k]})" for k in want if want[k] is not None and want[k] != have[k]]
-    if differ:
-        raise EmaeError(f"{checkpoint}: the encoder does not fit the config's backbone: {', '.join(differ)}; "
-                        f"choose a config of the checkpoint's size")
+    check_shape(info, {"patch_size": backbone.get("patch_size"), "embed_dim": backbone.get("embed_dims"),
+                       "depth": backbone.get("num_layers"), "num_heads": backbone.get("num_heads"),
+                       "in_chans": backbone.get("in_channels")}, checkpoint, "the config's backbone")
 
 
 def set_iterations(cfg: Config, iters: int) -> None:

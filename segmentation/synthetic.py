@@ -23,10 +23,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from emae.config import FASHION_MNIST_DIR
-from emae.data import FASHION_MNIST_CLASSES, FashionMNIST, generated_dataset
+from emae.data import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, FashionMNIST, generated_dataset
 from emae.errors import EmaeError
-from results.datasets import SCENES
+from emae.records import SCENES
 
 CLASSES = ("background",) + FASHION_MNIST_CLASSES
 SPLITS = {"training": True, "validation": False}  # folder name -> from Fashion-MNIST's training set

@@ -2,10 +2,12 @@
 
 A run:
 
-1. builds the mmengine config (:mod:`segmentation.config`) and names its folder
-   ``OUTPUT_DIR/CONFIG-RUNID``, where RUNID hashes the checkpoint and the config, so a re-run of the same
-   command finds its own folder: mmengine resumes there from the last checkpoint (``resume=True``), and a
-   run whose records are already in ``OUTPUT_DIR/records.jsonl`` is not repeated;
+1. builds the mmengine config (:mod:`segmentation.config`) from the command's :class:`SegmentConfig` and
+   names its folder ``OUTPUT_DIR/CONFIG-RUNID``, where RUNID hashes the checkpoint and the mmengine config, so
+   a re-run of the same command finds its own folder: mmengine resumes there from the last checkpoint
+   (``resume=True``), and a run whose records are already in ``OUTPUT_DIR/records.jsonl`` is not repeated.
+   The folder keeps the command's config as ``config.json``; a re-run whose config differs from it outside
+   :data:`emae.records.RUN_FIELDS` (another ``--method`` for the records, say) is refused;
 2. exports the checkpoint's encoder for mmseg into that folder (:mod:`segmentation.backbone`) and checks
    that mmseg's ``Pretrained`` load of it leaves only the expected keys missing;
 3. trains (``Runner.train``), evaluates the final model on the validation split with mmseg's
@@ -20,6 +22,7 @@ import hashlib
 import json
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -33,19 +36,72 @@ from mmengine.dist import is_main_process  # noqa: E402
 from mmengine.model import is_model_wrapper  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-from emae.checkpoint import load_encoder  # noqa: E402
+from emae import settings  # noqa: E402
+from emae.checkpoint import read_weights  # noqa: E402
 from emae.errors import EmaeError  # noqa: E402
-from results.datasets import record_dataset  # noqa: E402
-from results.records import (RECORDS_FILE, Record, append_records, backbone_fields, provenance,  # noqa: E402
-                             read_records, sha256_file)
+from emae.records import (  # noqa: E402
+    RECORDS_FILE,
+    Record,
+    backbone_fields,
+    check_rerun,
+    finished_records,
+    print_records,
+    provenance,
+    record_dataset,
+    sha256_file,
+    write_records,
+)
 from segmentation import backbone as bb  # noqa: E402
-from segmentation.config import (attach_backbone, build_config, check_data_layout, check_encoder,  # noqa: E402
-                                 config_path, describe, summary)
+from segmentation.config import (  # noqa: E402
+    attach_backbone,
+    build_config,
+    check_data_layout,
+    check_encoder,
+    config_path,
+    describe,
+    parse_cfg_options,
+    summary,
+)
 from segmentation.resume import PlainCheckpointState  # noqa: E402
 
 PROTOCOL = "upernet"
 METRICS = ("mIoU", "mAcc", "aAcc")
 BACKBONE_FILE = "backbone_mmseg.pth"
+LAUNCHERS = ("none", "pytorch", "slurm", "mpi")
+
+
+@dataclass(frozen=True)
+class SegmentConfig(settings.CommandConfig):
+    """``emae eval segment``'s config: defaults < ``--config-file`` (YAML or JSON) < flags (:mod:`emae.settings`),
+    saved as ``config.json`` in the run's work dir. ``config`` names the mmseg config."""
+
+    checkpoint: str = ""
+    config: str = ""  # a preset of segmentation/configs or a .py mmengine config file
+    data: str = ""  # dataset root in ADE20K's layout
+    output_dir: str = "runs/segment"  # records.jsonl and one work dir per run
+    seed: int = 0
+    iters: int = 0  # training iterations (0: the config's)
+    batch_size: int = 0  # images per process (0: the config's)
+    amp: bool = False  # mixed precision (AmpOptimWrapper, dynamic loss scale)
+    launcher: str = "none"  # mmengine's launcher: none, pytorch (under torchrun), slurm, mpi
+    cfg_options: tuple[str, ...] = ()  # mmengine config overrides, KEY=VALUE (parse_cfg_options)
+    # the records' backbone fields for a checkpoint without our pre-training config (official MAE)
+    method: str | None = None
+    pretrain_epochs: int | None = None
+    pretrain_data: str | None = None
+
+    def validate(self) -> "SegmentConfig":
+        settings.require(self, ("checkpoint", "config", "data"), "--config-file")
+        if self.launcher not in LAUNCHERS:
+            raise EmaeError(f"launcher must be one of {', '.join(LAUNCHERS)}, got {self.launcher!r}")
+        parse_cfg_options(self.cfg_options)
+        return self
+
+    def overrides(self) -> dict:
+        """The records' backbone fields this config sets (None: from the checkpoint)."""
+        return {"method": self.method, "pretrain_epochs": self.pretrain_epochs, "pretrain_data": self.pretrain_data}
+
+
 
 
 def run_id(cfg: Config, checkpoint_sha256: str) -> str:
@@ -54,83 +110,76 @@ def run_id(cfg: Config, checkpoint_sha256: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def finished_records(records_path: Path, rid: str) -> list[Record]:
-    if not records_path.exists():
-        return []
-    return [r for r in read_records(records_path) if r.protocol == PROTOCOL and r.extra.get("run_id") == rid]
+def check_saved_config(work_dir: Path, cfg: SegmentConfig) -> None:
+    """A re-run in a work dir that holds a run (its ``config.json``) must differ from it only in
+    :data:`emae.records.RUN_FIELDS`; otherwise the error names the fields."""
+    check_rerun(work_dir / settings.CONFIG_FILE, cfg.to_dict())
 
 
-def segment(checkpoint: str, config: str, data: str, output_dir: str = "runs/segment", seed: int = 0,
-            iters: int = 0, batch_size: int = 0, amp: bool = False, launcher: str = "none",
-            cfg_options: dict | None = None, overrides: dict | None = None) -> list[Record]:
-    """Train and evaluate UperNet on ``checkpoint``'s encoder; returns the records (new or already written).
-
-    ``overrides`` sets the records' method / pretrain_epochs / pretrain_data for a checkpoint without our
-    pre-training config (official MAE).
-    """
+def segment(cfg: SegmentConfig) -> list[Record]:
+    """Train and evaluate UperNet on ``cfg.checkpoint``'s encoder; returns the records (new or already written)."""
     started = time.perf_counter()
+    checkpoint = cfg.checkpoint
     if not Path(checkpoint).is_file():
         raise EmaeError(f"{checkpoint}: checkpoint not found")
-    if launcher != "none" and not torch.cuda.is_available():
-        raise EmaeError(f"--launcher {launcher} needs GPUs: mmengine's launchers run one process per GPU")
-    check_data_layout(data)
-    cfg = build_config(config, data, seed, iters, batch_size, amp, cfg_options)
+    if cfg.launcher != "none" and not torch.cuda.is_available():
+        raise EmaeError(f"--launcher {cfg.launcher} needs GPUs: mmengine's launchers run one process per GPU")
+    check_data_layout(cfg.data)
+    mmcfg = build_config(cfg.config, cfg.data, cfg.seed, cfg.iters, cfg.batch_size, cfg.amp,
+                         parse_cfg_options(cfg.cfg_options))
     checkpoint_sha256 = sha256_file(checkpoint)
-    rid = run_id(cfg, checkpoint_sha256)
-    out = Path(output_dir)
+    rid = run_id(mmcfg, checkpoint_sha256)
+    out = Path(cfg.output_dir)
+    work_dir = out / f"{config_path(cfg.config).stem}-{rid}"
+    check_saved_config(work_dir, cfg)
     records_path = out / RECORDS_FILE
-    done = finished_records(records_path, rid)
+    record_config = {"config": cfg.config, "data": str(cfg.data), "run_id": rid, **summary(mmcfg)}
+    done = finished_records(records_path, record_config, checkpoint_sha256, PROTOCOL, METRICS)
     if done:
         print(f"already evaluated (run {rid}, records in {records_path}):")
         print_records(done)
         return done
 
-    _, info, _ = load_encoder(checkpoint)
-    check_encoder(cfg, info, checkpoint)
-    work_dir = out / f"{config_path(config).stem}-{rid}"
+    weights = read_weights(checkpoint)
+    check_encoder(mmcfg, weights.info, checkpoint)
     resumed = (work_dir / "last_checkpoint").is_file()
     created = [d for d in (out, work_dir) if not d.exists()]
     try:  # a run that fails before training leaves no folder behind
-        exported = bb.export_backbone(checkpoint, work_dir / BACKBONE_FILE)
-        attach_backbone(cfg, exported.path)
-        cfg.work_dir = str(work_dir)
-        cfg.launcher = launcher
-        cfg.resume = True  # from work_dir's last checkpoint, if there is one
-        cfg.load_from = None
-        if isinstance(cfg.get("visualizer"), dict):  # mmengine keeps one visualizer per name and process
-            cfg.visualizer.name = f"visualizer-{work_dir.name}-{time.time_ns()}"
+        exported = bb.export_backbone(weights, work_dir / BACKBONE_FILE)
+        attach_backbone(mmcfg, exported.path)
+        mmcfg.work_dir = str(work_dir)
+        mmcfg.launcher = cfg.launcher
+        mmcfg.resume = True  # from work_dir's last checkpoint, if there is one
+        mmcfg.load_from = None
+        if isinstance(mmcfg.get("visualizer"), dict):  # mmengine keeps one visualizer per name and process
+            mmcfg.visualizer.name = f"visualizer-{work_dir.name}-{time.time_ns()}"
         try:
-            runner = Runner.from_cfg(cfg)
+            runner = Runner.from_cfg(mmcfg)
         except (KeyError, TypeError, ValueError, AttributeError) as e:
-            raise EmaeError(f"{config_path(config)}: the config does not build a runner: {describe(e)}") from None
+            raise EmaeError(f"{config_path(cfg.config)}: the config does not build a runner: "
+                            f"{describe(e)}") from None
         runner.register_hook(PlainCheckpointState())
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         bb.check_shapes(model.backbone, exported)
         report = bb.pretrained_load_report(model.backbone)
         bb.check_load_report(report, exported.path)
+        if is_main_process():
+            cfg.save(work_dir)
     except BaseException:
         for folder in reversed(created):
             shutil.rmtree(folder, ignore_errors=True)
         raise
     runner.logger.info(f"backbone {exported.arch} from {checkpoint}: missing (initialised by mmseg) "
-                       f"{list(report.missing_patterns)}, unused {list(report.unexpected)}")
+                       f"{list(bb.missing_patterns(report))}, unused {list(report.unexpected)}")
     runner.train()
     metrics = runner.test()
     if not is_main_process():
         return []
-    extra = {"run_id": rid, "work_dir": str(work_dir), "resumed": resumed, "load_report": report.to_dict()}
+    extra = {"run_id": rid, "work_dir": str(work_dir), "resumed": resumed, "load_report": bb.report_summary(report)}
     if exported.config:
         extra.update({k: exported.config[k] for k in ("parts", "mask_ratio") if k in exported.config})
-    base = dict(backbone_fields(exported.config, exported.arch, overrides), protocol=PROTOCOL,
-                dataset=record_dataset(data, "val", cfg.get("dataset_name")), seed=seed, extra=extra,
-                **provenance({"config": config, "data": str(data), **summary(cfg)}, checkpoint,
-                             time.perf_counter() - started))
-    records = [Record(metric=m, value=round(float(metrics[m]), 2), **base) for m in METRICS]
-    append_records(records_path, records)
-    print_records(records)
-    return records
+    base = dict(backbone_fields(exported.config, exported.arch, cfg.overrides()), protocol=PROTOCOL,
+                dataset=record_dataset(cfg.data, "val", mmcfg.get("dataset_name")), seed=cfg.seed, extra=extra,
+                **provenance(record_config, checkpoint, time.perf_counter() - started, checkpoint_sha256))
+    return write_records(records_path, [Record(metric=m, value=round(float(metrics[m]), 2), **base) for m in METRICS])
 
-
-def print_records(records: list[Record]) -> None:
-    for r in records:
-        print(f"{r.protocol} {r.metric} = {r.value:.2f} % on {r.dataset} ({r.arch}, {r.wall_time_s:.0f} s)")

@@ -2,6 +2,7 @@
 Tables XV, XVI)."""
 import argparse
 import json
+import re
 
 import numpy as np
 import pytest
@@ -9,18 +10,34 @@ import torch
 from PIL import Image
 from torch import nn
 
+from analysis.consistency import consistency_of
+from analysis.loader import LoadedMAE, load_mae_model
+from analysis.reconstruction import (
+    FID_WEIGHTS,
+    build_fid,
+    build_lpips,
+    classify,
+    evaluate,
+    load_classifier,
+    lpips_distance,
+    ssim,
+)
+from analysis.visualize import LABEL_WIDTH, TITLE_HEIGHT, VisualizeConfig, compose_grid, grid_size
 from emae.checkpoint import save_checkpoint
 from emae.errors import EmaeError
 from emae.losses import patchify, pixel_targets
 from emae.masking import random_masking
 from emae.models import MaskedAutoencoderViT, build_model
-from emae.reconstruct import (LoadedMAE, load_mae_model, masked_inputs, pairwise_consistency, random_masks,
-                              reconstruct, seeded_masks, unnormalize_predictions)
-from emae.visualize import LABEL_WIDTH, TITLE_HEIGHT, compose_grid, grid_size
-from evaluation.consistency import consistency_of
-from evaluation.reconstruction import (FID_WEIGHTS, build_fid, build_lpips, classify, evaluate, load_classifier,
-                                       lpips_distance, ssim)
-from results.records import read_records
+from emae.reconstruct import (
+    masked_inputs,
+    pairwise_consistency,
+    random_masks,
+    reconstruct,
+    seeded_masks,
+    unnormalize_predictions,
+)
+from emae.records import read_records
+from emae.settings import CONFIG_FILE
 from results.tables import build_tables, load_reference, records_frame
 
 PATCH, CHANS, SIZE = 4, 1, 16  # a 4 x 4 grid of patches: N = 16, P = 16
@@ -77,7 +94,7 @@ def test_grid_size_and_cell_placement():
 
 
 def test_visualize_writes_one_row_per_image_and_checkpoint(tmp_path):
-    from emae.visualize import add_arguments, main
+    from analysis.visualize import add_arguments, main
 
     model = build_model("vit_tiny_fmnist", 32, 1)
     config = {"arch": "vit_tiny_fmnist", "img_size": 32, "in_chans": 1, "norm_pix_loss": True, "mean": [0.286],
@@ -92,16 +109,19 @@ def test_visualize_writes_one_row_per_image_and_checkpoint(tmp_path):
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     out = tmp_path / "grid.png"
-    args = parser.parse_args(["--checkpoint", str(tmp_path / "mae.pth"), str(tmp_path / "emae.pth"), "--images",
-                              *files, "--seeds", "0", "1", "--cell", "20", "--pad", "1", "--out", str(out)])
-    assert main(args) == 0
+    argv = ["--checkpoint", str(tmp_path / "mae.pth"), str(tmp_path / "emae.pth"), "--images", *files, "--seeds",
+            "0", "1", "--cell", "20", "--pad", "1", "--out", str(out)]
+    assert main(parser.parse_args(argv)) == 0
     with Image.open(out) as img:
         # 3 images x 2 checkpoints rows; original + 2 seeds x (masked, reconstruction) columns
         assert img.size == grid_size(6, 5, 20, 1, True, True)
-    args.no_titles = True
-    assert main(args) == 0
+    assert main(parser.parse_args(argv + ["--no-titles"])) == 0
     with Image.open(out) as img:
         assert img.size == (1 + 5 * 21, 1 + 6 * 21)
+    # the figure's settings beside it: the last run's, which --config reads back
+    saved = VisualizeConfig.from_dict(json.loads((tmp_path / CONFIG_FILE).read_text()))
+    assert saved == VisualizeConfig.resolve(parser.parse_args(argv + ["--no-titles"]))
+    assert (saved.titles, saved.seeds, saved.images, saved.num_images) == (False, (0, 1), tuple(files), 4)
 
 
 # ---------------------------------------------------------------- reconstruction
@@ -325,7 +345,7 @@ def test_classifier_from_a_vit_checkpoint_and_top1_on_reconstructions(tmp_path):
 
 
 def test_commands_write_records_the_report_reads(tmp_path):
-    from evaluation import consistency, reconstruction
+    from analysis import consistency, reconstruction
 
     model = build_model("vit_tiny_fmnist", 32, 1)
     base = {"arch": "vit_tiny_fmnist", "img_size": 32, "in_chans": 1, "norm_pix_loss": True, "mean": [0.286],
@@ -339,10 +359,16 @@ def test_commands_write_records_the_report_reads(tmp_path):
         Image.fromarray(np.random.default_rng(i).integers(0, 255, (32, 32), dtype=np.uint8)).save(folder / f"{i}.png")
     common = ["--checkpoint", str(tmp_path / "mae.pth"), str(tmp_path / "emae.pth"), "--dataset", "images",
               "--data", str(folder), "--dataset-name", "probe", "--output-dir", str(tmp_path / "out")]
-    for module, extra in ((consistency, ["--masks", "3"]), (reconstruction, [])):
+    for module, cls, extra in ((consistency, consistency.ConsistencyConfig, ["--masks", "3"]),
+                               (reconstruction, reconstruction.ReconstructionConfig, [])):
         parser = argparse.ArgumentParser()
         module.add_arguments(parser)
-        assert module.main(parser.parse_args(common + extra)) == 0
+        args = parser.parse_args(common + extra)
+        assert module.main(args) == 0
+        # config.json beside the records: the run's config, which --config reads back into the same
+        saved = tmp_path / "out" / CONFIG_FILE
+        assert cls.from_dict(json.loads(saved.read_text())) == cls.resolve(args)
+        assert cls.resolve(parser.parse_args(["--config", str(saved)])) == cls.resolve(args)
     records = read_records(tmp_path / "out" / "records.jsonl")
     got = {(r.method, r.protocol, r.metric) for r in records}
     assert got == {(m, p, k) for m in ("mae", "emae") for p, k in
@@ -354,3 +380,58 @@ def test_commands_write_records_the_report_reads(tmp_path):
     assert 0 < ssim_rec.value <= 1 and json.loads(ssim_rec.to_json())["extra"]["eval_mask_ratio"] == 0.75
     table = next(t for t in build_tables(load_reference(), records_frame(records)) if t.spec.name == "XVI")
     assert (table.frame["Source"] == "ours").sum() == 2
+
+
+def analysis_parser(module) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser()
+    module.add_arguments(parser)
+    return parser
+
+
+def test_config_file_supplies_values_and_explicit_flags_override_them(tmp_path):
+    from analysis import consistency, reconstruction, visualize
+
+    (tmp_path / "consistency.yaml").write_text("checkpoint: [a.pth, b.pth]\nnames: [MAE, EMAE]\nmasks: 5\n"
+                                               "seed: 2\nmean: [0.5]\noutput_dir: runs/a\n")
+    cfg = consistency.ConsistencyConfig.resolve(analysis_parser(consistency).parse_args(
+        ["--config", str(tmp_path / "consistency.yaml"), "--masks", "3", "--output-dir", "runs/b"]))
+    assert (cfg.checkpoint, cfg.names, cfg.seed, cfg.mean) == (("a.pth", "b.pth"), ("MAE", "EMAE"), 2, (0.5,))
+    assert (cfg.masks, cfg.output_dir) == (3, "runs/b")  # the flags win
+    assert (cfg.num_images, cfg.space, cfg.crop_ratio) == (1000, "pixel", None)  # neither: the defaults
+    (tmp_path / "reconstruction.yaml").write_text("checkpoint: [a.pth]\noutput_dir: out\nmetrics: [ssim, fid]\n"
+                                                  "fid_weights: inception.pth\nlpips_net: vgg\n")
+    cfg = reconstruction.ReconstructionConfig.resolve(analysis_parser(reconstruction).parse_args(
+        ["--config", str(tmp_path / "reconstruction.yaml"), "--metrics", "ssim"]))
+    assert (cfg.chosen_metrics(), cfg.fid_weights, cfg.lpips_net) == (["ssim"], "inception.pth", "vgg")
+    (tmp_path / "visualize.yaml").write_text("checkpoint: [a.pth]\nseeds: [4, 5]\ntitles: false\nout: f.png\n")
+    cfg = VisualizeConfig.resolve(analysis_parser(visualize).parse_args(
+        ["--config", str(tmp_path / "visualize.yaml"), "--titles", "--cell", "10"]))
+    assert (cfg.seeds, cfg.titles, cfg.cell, cfg.out, cfg.num_images) == ((4, 5), True, 10, "f.png", 4)
+
+
+def test_bad_settings_are_one_clear_error(tmp_path):
+    from analysis import consistency, reconstruction, visualize
+
+    commands = {"consistency": (consistency, consistency.ConsistencyConfig),
+                "reconstruction": (reconstruction, reconstruction.ReconstructionConfig),
+                "visualize": (visualize, VisualizeConfig)}
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("checkpoint: [a.pth]\nmask: 3\n")
+    cases = [
+        ("consistency", "--checkpoint a.pth b.pth --names A --output-dir o", "--names has 1 labels (A) for 2 checkpoints"),
+        ("consistency", "--output-dir o", "--checkpoint is required"),
+        ("consistency", "--checkpoint a.pth", "--output-dir is required"),
+        ("consistency", "--checkpoint a.pth --output-dir o --space latent",
+         "space must be one of pixel, prediction, got 'latent'"),
+        ("reconstruction", "--checkpoint a.pth --output-dir o --metrics ssim psnr",
+         "metrics must be one of ssim, lpips, fid, got 'psnr'"),
+        ("reconstruction", "--checkpoint a.pth --output-dir o --norm-pix yes",
+         "norm_pix must be one of auto, true, false, got 'yes'"),
+        ("visualize", "--checkpoint a.pth --dataset coco", "dataset must be one of fashion-mnist, "),
+        ("visualize", "--checkpoint a.pth --cell 0", "--cell must be >= 1 and --pad >= 0, got cell=0"),
+        ("visualize", f"--config {typo}", f"{typo}: unknown config key(s) ['mask']"),
+    ]
+    for command, argv, message in cases:
+        module, cls = commands[command]
+        with pytest.raises(EmaeError, match=re.escape(message)):
+            cls.resolve(analysis_parser(module).parse_args(argv.split()))

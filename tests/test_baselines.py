@@ -8,21 +8,20 @@ from pathlib import Path
 import pytest
 import torch
 
+from emae import engine
 from emae.checkpoint import load_checkpoint
 from emae.cli import main as cli_main
-from emae.config import FASHION_MNIST_DIR, PretrainConfig
-from emae import engine
+from emae.config import PretrainConfig
 from emae.engine import train
+from emae.records import read_records
 from evaluation.common import RANDOM, resolve_config, untrained_file
 from evaluation.knn import KnnConfig
-from evaluation.knn import run as run_knn
 from evaluation.linprobe import LinprobeConfig
 from evaluation.linprobe import run as run_linprobe
-from results.records import read_records
 from results.summary import summary_frames
 from results.tables import SPEC_BY_NAME, build_table, load_reference, records_frame
 
-pytestmark = pytest.mark.skipif(not Path(FASHION_MNIST_DIR).is_dir(), reason="Fashion-MNIST is not installed")
+pytestmark = pytest.mark.fmnist
 
 SMALL = dict(train_limit=1000, val_limit=500, threads=1, num_workers=0)
 

@@ -1,9 +1,11 @@
 """The benchmarks' machinery, not their speed: the timing helper's order and ratios, the ceiling's products and
-the warning on an impossible fraction, the FLOP count against a hand count, the records they write, and a quick
-run of the whole harness."""
+the warning on an impossible fraction, the FLOP count against a hand count, the records they write, the settings of
+a run, and a quick run of the whole harness."""
 from __future__ import annotations
 
 import dataclasses
+import json
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -15,13 +17,14 @@ from benchmarks import figures as bench_figures
 from benchmarks import run_all
 from benchmarks.bench_memory import growth
 from benchmarks.ceiling import Ceiling, Gemm, GemmRecorder, flop_fraction, gemm_ceiling, product, step_gemms
+from benchmarks.common import BenchSettings, parse_settings
 from benchmarks.figures import Figure, Target, table
 from benchmarks.timing import Spread, Timing, measure, ratio
 from emae import cli
 from emae.config import FASHION_MNIST_DIR, preset_config
 from emae.engine import flops_per_iteration, forward_backward_flops
+from emae.records import append_records, read_records
 from results import report
-from results.records import append_records, read_records
 
 
 class FakeClock:
@@ -245,6 +248,44 @@ def test_records_round_trip_and_report_performance(tmp_path):
     assert list(numbers["Runs"]) == [3, 3] and list(display["Runs agree (±5 %)"]) == ["no (±12.2%)", "no (±12.1%)"]
 
 
+# the run's settings
+
+def test_each_command_resolves_its_preset_then_the_file_then_the_flags(tmp_path):
+    assert parse_settings([], "run_all", "", "cpu") == BenchSettings(preset="cpu")  # the dataclass defaults
+    gpu = parse_settings([], "bench_gpu", "", "gpu")
+    assert (gpu.repeats, gpu.warmup, gpu.square, gpu.compile, gpu.peak_flops) == (5, 3, 8192, True, 989e12)
+    (tmp_path / "bench.yaml").write_text("repeats: 7\nwarmup: 1\nquick: true\npreset: cpu\n")
+    cfg = parse_settings(["--config", str(tmp_path / "bench.yaml"), "--repeats", "3", "--no-records"], "bench_gpu",
+                         "", "gpu")
+    # the file's preset replaces the command's; its values replace the preset's; the flags replace the file's
+    assert cfg == BenchSettings(records="", repeats=3, warmup=1, quick=True, preset="cpu")
+    assert cfg.rounds == "3 interleaved rounds"
+    for argv in (["--warmup", "0"], ["--preset", "tpu"], ["--peak-flops", "1e12"]):
+        with pytest.raises(SystemExit) as stop:
+            parse_settings(argv, "run_all", "", "cpu")
+        assert stop.value.code == 2
+
+
+def test_help_lists_every_flag(capsys):
+    with pytest.raises(SystemExit) as stop:
+        run_all.main(["--help"])
+    assert stop.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--records", "--no-records", "--repeats", "--warmup", "--compile", "--quick", "--config"):
+        assert flag in out
+
+
+def test_the_records_get_the_run_config_beside_them(tmp_path):
+    path = tmp_path / "bench" / "records.jsonl"
+    settings = parse_settings(["--records", str(path), "--repeats", "5"], "run_all", "", "cpu")
+    run_all.finish(_figures(), time.perf_counter(), settings)
+    assert [r.metric for r in read_records(path)] == ["speedup_vs_reference", "batched_over_serial"]
+    saved = json.loads((path.parent / "config.json").read_text())
+    assert saved == settings.to_dict() and BenchSettings.from_dict(saved) == settings
+    run_all.finish(_figures(), time.perf_counter(), dataclasses.replace(settings, records=""))  # the table only
+    assert len(read_records(path)) == 2
+
+
 @pytest.mark.skipif(not Path(FASHION_MNIST_DIR).is_dir(), reason="Fashion-MNIST not installed (the loader of [4])")
 def test_a_quick_run_measures_every_figure_and_writes_its_records(tmp_path, capsys):
     path = tmp_path / "records.jsonl"
@@ -256,3 +297,5 @@ def test_a_quick_run_measures_every_figure_and_writes_its_records(tmp_path, caps
     loader = [r for r in read if r.extra["figure"] == "[4]"]
     assert [r.method for r in loader] == ["emae", "mae"] and all(r.value > 0 for r in loader)
     assert f"{len(read)} records appended to {path}" in out and out.count("\n[") >= len(read)
+    saved = BenchSettings.from_dict(json.loads((tmp_path / "config.json").read_text()))
+    assert (saved.quick, saved.repeats, saved.warmup, saved.preset) == (True, 2, 1, "cpu")

@@ -1,17 +1,11 @@
 """One name per dataset in the records: detection and segmentation scenes alike, old records mapped when read."""
 import json
-from pathlib import Path
 
 import pytest
 
-from emae.config import FASHION_MNIST_DIR
-from results.datasets import SCENES, canonical_dataset, folder_dataset_name, record_dataset
-from results.records import read_records
+from emae.records import SCENES, canonical_dataset, folder_dataset_name, read_records, record_dataset
 from results.summary import summary_frames
 from results.tables import records_frame
-from test_reliability import RECORD
-
-needs_fmnist = pytest.mark.skipif(not Path(FASHION_MNIST_DIR).is_dir(), reason="Fashion-MNIST not installed")
 
 
 @pytest.mark.parametrize("old, new", [
@@ -27,8 +21,8 @@ def test_old_dataset_names_map_to_todays(old, new):
     assert canonical_dataset(old) == new
 
 
-def test_the_report_puts_old_and_new_records_of_the_same_data_in_one_row(tmp_path):
-    detect = dict(RECORD, protocol="vitdet-mask-rcnn", metric="APb", method="emae", pretrain_epochs=4)
+def test_the_report_puts_old_and_new_records_of_the_same_data_in_one_row(tmp_path, record):
+    detect = dict(record, protocol="vitdet-mask-rcnn", metric="APb", method="emae", pretrain_epochs=4)
     lines = [dict(detect, dataset="detection/val", value=8.0, seed=0),
              dict(detect, dataset="fmnist-scenes val", value=9.0, seed=1)]
     (tmp_path / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
@@ -47,10 +41,10 @@ def test_a_folder_names_itself_else_the_config_else_the_folder(tmp_path):
     assert folder_dataset_name(tmp_path) is None
 
 
-@needs_fmnist
+@pytest.mark.fmnist
+@pytest.mark.detectron2
+@pytest.mark.mmseg
 def test_detection_and_segmentation_scenes_are_named_alike(tmp_path):
-    pytest.importorskip("detectron2")
-    pytest.importorskip("mmseg")
     from detection.synthetic import make_dataset
     from detection.train import load_config
     from segmentation.config import build_config
@@ -69,9 +63,9 @@ def test_detection_and_segmentation_scenes_are_named_alike(tmp_path):
         record_dataset(tmp_path / "seg", "val", segment_cfg.dataset_name) == f"{SCENES} val"
 
 
-@needs_fmnist
+@pytest.mark.fmnist
+@pytest.mark.detectron2
 def test_making_the_scenes_again_keeps_them_and_other_settings_are_refused(tmp_path):
-    pytest.importorskip("detectron2")
     from detection.synthetic import make_dataset
     from emae.errors import EmaeError
 

@@ -1,6 +1,7 @@
 """The detectron2 adapter: configs, the scenes dataset, the backbone hand-off, errors, train + eval + resume."""
 from __future__ import annotations
 
+import argparse
 import json
 import math
 from pathlib import Path
@@ -15,31 +16,21 @@ from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 from detectron2.config import instantiate  # noqa: E402
 from pycocotools import mask as mask_utils  # noqa: E402
 
+from detection import cli as detect_cli  # noqa: E402
 from detection.checkpoint import SafeCheckpointer, load_backbone, prepare_backbone  # noqa: E402
 from detection.datasets import find_split, read_categories  # noqa: E402
 from detection.synthetic import SceneSpec, make_dataset  # noqa: E402
-from detection.train import METRICS, available_configs, load_config  # noqa: E402
+from detection.train import METRICS, DetectConfig, available_configs, load_config, record_config  # noqa: E402
 from emae import cli  # noqa: E402
 from emae.checkpoint import save_checkpoint  # noqa: E402
-from emae.config import FASHION_MNIST_DIR, PretrainConfig  # noqa: E402
+from emae.config import FASHION_MNIST_DIR  # noqa: E402
 from emae.errors import EmaeError  # noqa: E402
 from emae.export import export_checkpoint  # noqa: E402
 from emae.export.detectron2 import DROPPED, PREFIX  # noqa: E402
 from emae.models import MaskedAutoencoderViT, build_model  # noqa: E402
-from results.records import read_records  # noqa: E402
+from emae.records import Record, append_records, provenance, read_records, sha256_file  # noqa: E402
 
 PROTOCOLS = {"vitdet-mask-rcnn", "vitdet-cascade-mask-rcnn", "vit-fpn-mask-rcnn"}
-needs_fmnist = pytest.mark.skipif(not Path(FASHION_MNIST_DIR).is_dir(), reason="Fashion-MNIST not installed")
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory) -> Path:
-    """A randomly initialised vit_tiny_fmnist MAE in the layout of ``emae pretrain``'s checkpoints."""
-    torch.manual_seed(0)
-    model = build_model("vit_tiny_fmnist", img_size=32, in_chans=1)
-    path = tmp_path_factory.mktemp("pretrain") / "checkpoint.pth"
-    save_checkpoint({"model": model.state_dict(), "config": PretrainConfig().to_dict()}, path)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +76,7 @@ def test_config_builds(name):
         assert len(model.roi_heads.box_predictor) == 3
 
 
-@needs_fmnist
+@pytest.mark.fmnist
 def test_scenes_are_coco_instances(scenes):
     split = find_split(scenes, "val")
     assert read_categories(split.json_file)[0] == "T-shirt/top"
@@ -155,7 +146,61 @@ def _detect(*args: str) -> list[str]:
     return ["eval", "detect", *args]
 
 
-@needs_fmnist
+def _resolve(*args: str) -> DetectConfig:
+    parser = argparse.ArgumentParser()
+    detect_cli.add_arguments(parser)
+    return detect_cli.resolve_config(parser.parse_args(args))
+
+
+def test_config_file_gives_values_that_flags_override(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "detect.yaml").write_text("config: vit_fpn_mask_rcnn_tiny\ndata: scenes\nopts: [train.max_iter=8]\n"
+                                          "num_gpus: 2\ndist_timeout: 60\n")
+    cfg = _resolve("--config-file", "detect.yaml", "--checkpoint", "ckpt.pth", "--num-gpus", "1")
+    assert cfg == DetectConfig(checkpoint=str(tmp_path / "ckpt.pth"), config="vit_fpn_mask_rcnn_tiny",
+                               data=str(tmp_path / "scenes"), output_dir=str(tmp_path / "runs" / "detect"),
+                               opts=("train.max_iter=8",), num_gpus=1, dist_timeout=60)
+    # --config names the LazyConfig, as before: the flag overrides the file's key
+    assert _resolve("--config-file", "detect.yaml", "--checkpoint", "c", "--config", "vitdet_mask_rcnn_tiny",
+                    "--opts", "train.max_iter=2", "train.seed=1").config == "vitdet_mask_rcnn_tiny"
+    (tmp_path / "typo.yaml").write_text("checkpoint: c\nconfig: vitdet_mask_rcnn_tiny\ndata: d\nopt: [a=1]\n")
+    with pytest.raises(EmaeError, match=r"typo.yaml: unknown config key\(s\) \['opt'\]"):
+        _resolve("--config-file", "typo.yaml")
+    with pytest.raises(EmaeError, match="data is required: give --data or the key 'data' in --config-file"):
+        _resolve("--checkpoint", "c", "--config", "vitdet_mask_rcnn_tiny")
+
+
+def _old_settings(cfg: DetectConfig) -> dict:
+    """The ``settings.json`` an older version wrote for the run of ``cfg``: the config without dist_timeout."""
+    return {k: v for k, v in cfg.to_dict().items() if k != "dist_timeout"}
+
+
+@pytest.mark.parametrize("saved", ["settings.json", "config.json"])
+def test_a_folder_of_a_run_is_recognised_by_its_saved_config(saved, tiny_checkpoint, tmp_path, capsys):
+    """A folder with the records of a finished run and its saved config (``settings.json`` of an older version,
+    or ``config.json``): the same command finds it finished, one that changes a result refuses it."""
+    out = tmp_path / "run"
+    command = _detect("--checkpoint", str(tiny_checkpoint), "--config", "vitdet_mask_rcnn_tiny", "--data",
+                      str(tmp_path / "scenes"), "--output-dir", str(out), "--opts", "train.max_iter=8")
+    cfg = _resolve(*command[2:])
+    out.mkdir()
+    (out / saved).write_text(json.dumps(_old_settings(cfg) if saved == "settings.json" else cfg.to_dict()))
+    base = dict(method="emae", arch="vit_tiny_fmnist", pretrain_epochs=1, pretrain_data="fashion-mnist",
+                protocol="vitdet-mask-rcnn", dataset="fmnist-scenes val", seed=0, extra={},
+                **provenance(record_config(cfg), tiny_checkpoint, 1.0, sha256_file(tiny_checkpoint)))
+    append_records(out / "records.jsonl", [Record(metric=m, value=1.0, **base) for m in METRICS])
+    before = sorted(p.name for p in out.iterdir())
+
+    assert cli.main(command + ["--device", "cpu", "--dist-timeout", "60"]) == 0  # how it runs may change
+    assert "has finished" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == before  # nothing written
+
+    assert cli.main(command[:-1] + ["train.max_iter=9"]) == 2
+    err = capsys.readouterr().err
+    assert f"{out / saved}: this folder holds a run with other settings (opts: [['train.max_iter=8']])" in err
+
+
+@pytest.mark.fmnist
 def test_checkpoint_of_another_size_is_refused(scenes, tmp_path, capsys):
     model = MaskedAutoencoderViT(img_size=32, patch_size=4, in_chans=1, embed_dim=192, depth=4, num_heads=3,
                                  decoder_embed_dim=64, decoder_depth=1, decoder_num_heads=2)
@@ -164,10 +209,11 @@ def test_checkpoint_of_another_size_is_refused(scenes, tmp_path, capsys):
                             "--data", str(scenes), "--output-dir", str(tmp_path / "out")))
     err = capsys.readouterr().err
     assert code == 2
-    assert "'patch_embed.proj.weight' has shape (192, 1, 4, 4)" in err and "(128, 1, 4, 4)" in err
+    assert "width 192, depth 4, heads 3" in err and "does not fit detection config 'vitdet_mask_rcnn_tiny' " \
+        "(width 128, heads 4)" in err
 
 
-@needs_fmnist
+@pytest.mark.fmnist
 def test_train_eval_resume_without_duplicate_records(tiny_checkpoint, scenes, tmp_path, capsys):
     out = tmp_path / "run"
     command = _detect("--checkpoint", str(tiny_checkpoint), "--config", "vitdet_mask_rcnn_tiny", "--data",
@@ -181,6 +227,11 @@ def test_train_eval_resume_without_duplicate_records(tiny_checkpoint, scenes, tm
     assert (first.protocol, first.method, first.arch, first.dataset) == (
         "vitdet-mask-rcnn", "emae", "vit_tiny_fmnist", "fmnist-scenes val")  # as segmentation names its scenes
     assert (out / "config.yaml").is_file() and (out / "backbone_load_report.json").is_file()
+    settings = dict(checkpoint=str(tiny_checkpoint), config="vitdet_mask_rcnn_tiny", data=str(scenes),
+                    output_dir=str(out), train_split=None, val_split=None, opts=command[-3:], device="auto",
+                    num_gpus=1)  # the records' config, as before config.json
+    assert first.config == dict(settings, detectron2_config=str(out / "config.yaml"))
+    assert json.loads((out / "config.json").read_text()) == dict(settings, dist_timeout=1800)
 
     assert cli.main(command) == 0  # finished: nothing runs again, nothing is written twice
     assert "has finished" in capsys.readouterr().out
@@ -196,4 +247,4 @@ def test_train_eval_resume_without_duplicate_records(tiny_checkpoint, scenes, tm
 
     changed = [c if c != "train.max_iter=8" else "train.max_iter=9" for c in command]
     assert cli.main(changed) == 2
-    assert "other settings (opts" in capsys.readouterr().err
+    assert f"{out / 'config.json'}: this folder holds a run with other settings (opts" in capsys.readouterr().err

@@ -14,15 +14,16 @@ from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer
 from timm.optim import create_optimizer_v2
 
-from emae.checkpoint import save_safetensors
+from emae.checkpoint import read_weights, save_safetensors
 from emae.cli import main as cli_main
-from emae.config import FASHION_MNIST_DIR, PretrainConfig
+from emae.config import PretrainConfig
 from emae.engine import train
 from emae.errors import EmaeError
 from emae.export import export_checkpoint
 from emae.models import build_model
+from emae.records import read_records
 from evaluation import training
-from evaluation.backbone import load_backbone, read_backbone
+from evaluation.backbone import load_backbone
 from evaluation.common import add_config_arguments, resolve_config, start_run
 from evaluation.features import FrozenEncoder
 from evaluation.finetune import FinetuneConfig, finetuned_accuracy, load_finetuned
@@ -31,9 +32,8 @@ from evaluation.knn import KnnConfig, knn_scores
 from evaluation.knn import run as run_knn
 from evaluation.linprobe import HeadGrid, LinprobeConfig, lars
 from evaluation.linprobe import run as run_linprobe
-from results.records import read_records
 
-pytestmark = pytest.mark.skipif(not Path(FASHION_MNIST_DIR).is_dir(), reason="Fashion-MNIST is not installed")
+pytestmark = pytest.mark.fmnist
 
 SMALL = dict(train_limit=2000, val_limit=1000, threads=1, num_workers=0)
 
@@ -166,9 +166,9 @@ def test_fine_tuned_checkpoint_needs_average_pooling(mae_state, tmp_path):
 
 def test_wrong_architecture_and_missing_file_are_errors(ours, tmp_path):
     with pytest.raises(EmaeError, match="does not fit vit_base_patch16"):
-        read_backbone(ours, arch="vit_base_patch16")
+        read_weights(ours, arch="vit_base_patch16")
     with pytest.raises(EmaeError, match="checkpoint not found"):
-        read_backbone(tmp_path / "nope.pth")
+        read_weights(tmp_path / "nope.pth")
 
 
 def test_cli_reports_bad_input_on_one_line(tmp_path, capsys):
@@ -287,7 +287,7 @@ def test_another_evaluation_in_the_same_folder_is_refused(ours, tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(KnnConfig(checkpoint=str(ours), k=5).to_dict()))
     (tmp_path / "records.jsonl").touch()  # its results
     cfg = KnnConfig(checkpoint=str(ours), output_dir=str(tmp_path), k=20)
-    with pytest.raises(EmaeError, match=r"holds another evaluation \(config differs in \['k'\]\)"):
+    with pytest.raises(EmaeError, match=r"config.json: this folder holds a run with other settings \(k: \[5\]\)"):
         start_run(cfg)
     (tmp_path / "records.jsonl").unlink()  # a folder with a config but no work yet is taken over
     run, done = start_run(cfg)

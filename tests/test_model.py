@@ -2,7 +2,6 @@ import pytest
 import torch
 
 from benchmarks.reference_mae import reference_forward, reference_loss
-
 from emae.checkpoint import load_mae_state
 from emae.errors import EmaeError
 from emae.losses import pixel_loss, pixel_targets

@@ -1,15 +1,18 @@
 import argparse
+import dataclasses
 import importlib
+import json
 
 import pytest
 import torch
 
-from emae import cli, pipeline
+from emae import cli
 from emae.config import PretrainConfig
 from emae.errors import EmaeError
 from emae.models import build_model
-from emae.pipeline import PipelineConfig, Stage, run_pipeline
-from emae.study import parse_runs, study_stages
+from experiments import pipeline, study
+from experiments.pipeline import PipelineConfig, Stage, run_pipeline
+from experiments.study import StudyConfig, parse_runs, study_stages
 from results.summary import summary_frames
 from results.tables import records_frame
 
@@ -86,7 +89,8 @@ def test_study_plan_and_its_run_specifications(tmp_path):
                          ("mae:1,x", "epochs must be integers"), ("emae:0", "epochs must be >= 1")]:
         with pytest.raises(EmaeError, match=message):
             parse_runs([bad])
-    plan = study_stages(tmp_path, [("mae", 8), ("emae", 2)], [0, 1], "fmnist-tiny", "fmnist", ("--subset", "64"))
+    plan = study_stages(StudyConfig(root=str(tmp_path), runs=("mae:8", "emae:2"), seeds=(0, 1), preset="fmnist-tiny",
+                                    eval_preset="fmnist", pretrain_args="--subset 64"))
     names = [s.name for s in plan]
     # each seed: the untrained backbone and raw pixels, then every run
     assert names[:8] == ["untrained-seed0/pretrain", "untrained-seed0/knn", "untrained-seed0/linprobe",
@@ -104,6 +108,76 @@ def test_study_plan_and_its_run_specifications(tmp_path):
     assert emae_seed1.seed == 1 and emae_seed1.warmup_epochs == 0
     knn, linprobe = _parse(plan[6]), _parse(plan[7])
     assert knn.features_dir == linprobe.features_dir == str(tmp_path / "mae-ep8-seed0" / "features")
+
+
+def _resolve(cls, argv: list[str]):
+    """``cls`` resolved from a command line, as the command's ``main`` resolves it."""
+    parser = argparse.ArgumentParser()
+    cls.add_arguments(parser)
+    return cls.resolve(parser.parse_args(argv))
+
+
+def test_the_pipeline_command_line_of_today_resolves_to_its_config(tmp_path):
+    cfg = _resolve(PipelineConfig, ["--root", str(tmp_path), "--preset", "fmnist-small", "--eval-preset", "fmnist",
+                                    "--seed", "2", "--pretrain-args", "--subset 64 --data '/a b'", "--detect-iters",
+                                    "3", "--segment-iters", "4", "--no-detection", "--no-segmentation"])
+    assert cfg == PipelineConfig(root=str(tmp_path), preset="fmnist-small", seed=2,
+                                 pretrain_args="--subset 64 --data '/a b'", detect_iters=3, segment_iters=4,
+                                 detection=False, segmentation=False)
+    untrained = _parse(pipeline.stages(cfg)[0])
+    assert (untrained.subset, untrained.data, untrained.epochs) == (64, "/a b", 0)  # quotes keep a space
+    # the adapters' configs are settings: another name reaches the stages without a change of code
+    plan = pipeline.stages(dataclasses.replace(PipelineConfig(root=str(tmp_path)), detect_config="my_detector",
+                                               segment_config="my_segmenter"))
+    argv = {s.name: s.argv for s in plan}
+    assert argv["emae/detect"][argv["emae/detect"].index("--config") + 1] == "my_detector"
+    assert argv["mae/segment"][argv["mae/segment"].index("--config") + 1] == "my_segmenter"
+    for flags, message in [(["--detect-iters", "0"], "detect_iters must be >= 1"),
+                           (["--pretrain-args", "--data '/a"], "pretrain_args .*No closing quotation")]:
+        with pytest.raises(EmaeError, match=message):
+            _resolve(PipelineConfig, flags)
+
+
+def test_a_pipeline_config_file_gives_values_that_flags_override(tmp_path, monkeypatch):
+    root = tmp_path / "run"
+    (tmp_path / "pipeline.yaml").write_text(f"root: {root}\nseed: 4\npretrain_args: --subset 64\ndetect_iters: 10\n"
+                                            f"detection: false\nsegment_config: my_segmenter\n")
+    seen = []
+    monkeypatch.setattr(pipeline, "stages", lambda cfg: seen.append(cfg) or [])
+    assert cli.main(["pipeline", "--config", str(tmp_path / "pipeline.yaml"), "--seed", "5", "--no-segmentation",
+                     "--detection"]) == 0
+    expected = PipelineConfig(root=str(root), seed=5, pretrain_args="--subset 64", detect_iters=10,
+                              segment_config="my_segmenter", detection=True, segmentation=False)
+    assert seen == [expected]
+    saved = json.loads((root / "config.json").read_text())
+    assert saved == expected.to_dict() and PipelineConfig.from_dict(saved) == expected
+    (tmp_path / "bad.yaml").write_text("detect_iters: many\n")
+    with pytest.raises(EmaeError, match=r"bad.yaml: detect_iters must be int"):
+        _resolve(PipelineConfig, ["--config", str(tmp_path / "bad.yaml")])
+
+
+def test_a_study_config_file_gives_values_that_flags_override(tmp_path, monkeypatch):
+    assert StudyConfig() == _resolve(StudyConfig, [])  # the committed study's settings
+    assert (StudyConfig.runs, StudyConfig.seeds, StudyConfig.preset) == (("mae:1,2,4", "emae:1,2"), (0, 1, 2),
+                                                                         "fmnist-small")
+    root = tmp_path / "study"
+    (tmp_path / "study.yaml").write_text(f"root: {root}\nruns: ['mae:2', 'emae:1,2']\nseeds: [3]\n"
+                                         f"preset: fmnist-tiny\npretrain_args: --subset 64\n")
+    seen = []
+    monkeypatch.setattr(study, "study_stages", lambda cfg: seen.append(cfg) or [])
+    assert cli.main(["study", "--config", str(tmp_path / "study.yaml"), "--seeds", "4", "5", "--eval-preset",
+                     "fmnist"]) == 0
+    expected = StudyConfig(root=str(root), runs=("mae:2", "emae:1,2"), seeds=(4, 5), preset="fmnist-tiny",
+                           pretrain_args="--subset 64")
+    assert seen == [expected]
+    saved = json.loads((root / "config.json").read_text())
+    assert saved["seeds"] == [4, 5] and StudyConfig.from_dict(saved) == expected
+    # the runs are checked as --runs is, whether a flag or the file gives them
+    with pytest.raises(EmaeError, match="--runs 'emae:0': epochs must be >= 1"):
+        _resolve(StudyConfig, ["--config", str(tmp_path / "study.yaml"), "--runs", "mae:1", "emae:0"])
+    (tmp_path / "bad.yaml").write_text("runs: ['byol:4']\n")
+    with pytest.raises(EmaeError, match="--runs 'byol:4': expected METHOD:EPOCHS"):
+        _resolve(StudyConfig, ["--config", str(tmp_path / "bad.yaml")])
 
 
 def test_summary_puts_settings_side_by_side_with_mean_and_std():

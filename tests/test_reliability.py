@@ -12,14 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from emae.checkpoint import load_checkpoint, load_encoder, save_checkpoint
+from emae.checkpoint import load_checkpoint, read_weights, save_checkpoint
 from emae.cli import main as cli_main
 from emae.config import PretrainConfig
-from emae.data import FashionMNIST
 from emae.engine import train
 from emae.errors import EmaeError
+
+pytestmark = [pytest.mark.fmnist, pytest.mark.slow]
 
 SMALL = ["--subset", "256", "--batch-size", "64", "--num-workers", "0", "--blr", "1e-3", "--warmup-epochs", "1"]
 
@@ -101,18 +101,6 @@ def test_sigkill_while_a_checkpoint_is_written_keeps_the_previous_one(tmp_path):
     assert [e["step"] for e in log_lines(tmp_path)] == list(range(1, 13))
 
 
-@pytest.fixture(scope="module")
-def image_folder(tmp_path_factory):
-    root = tmp_path_factory.mktemp("images")
-    data = FashionMNIST("/usr/share/datasets/fashion-mnist", limit=96)
-    for i in range(96):
-        Image.fromarray(data.images[i]).save(root / f"{i:03d}.png")
-    good = (root / "050.png").read_bytes()
-    (root / "050.png").write_bytes(good[: len(good) // 3])  # truncated
-    (root / "060.png").write_bytes(b"not an image at all")
-    return root
-
-
 @pytest.mark.parametrize("workers", ["0", "1"])
 def test_a_corrupt_image_is_one_clear_error_naming_the_file(image_folder, tmp_path, capsys, workers):
     code = cli_main(["pretrain", "--dataset", "images", "--data", str(image_folder), "--batch-size", "32",
@@ -160,15 +148,8 @@ def test_pickled_objects_are_refused_without_fallback(tmp_path):
         load_checkpoint(tmp_path / "official.pth")
 
 
-# a valid record, as one line of a records file
-RECORD = {"method": "mae", "arch": "vit_tiny_fmnist", "pretrain_epochs": 1, "pretrain_data": "fashion-mnist",
-          "protocol": "knn", "metric": "top1", "value": 80.0, "dataset": "fashion-mnist", "seed": 0,
-          "checkpoint_sha256": "", "command": "emae", "config": {}, "git_commit": "x", "hardware": "cpu",
-          "wall_time_s": 1.0, "date": "2026-01-01"}
-
-
-def test_record_file_with_a_bad_line_is_a_clear_error(tmp_path, capsys):
-    (tmp_path / "records.jsonl").write_text(json.dumps(RECORD) + "\n" + '{"method": "mae", \n')
+def test_record_file_with_a_bad_line_is_a_clear_error(tmp_path, capsys, record):
+    (tmp_path / "records.jsonl").write_text(json.dumps(record) + "\n" + '{"method": "mae", \n')
     code = cli_main(["report", "--records", str(tmp_path), "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2 and f"{tmp_path / 'records.jsonl'}:2: not valid JSON" in err
@@ -178,10 +159,11 @@ def test_export_to_safetensors_and_read_back(tmp_path):
     train(small_cfg(tmp_path, 1))
     assert cli_main(["export", "--checkpoint", str(tmp_path / "checkpoint.pth"), "--to", "timm", "--out",
                      str(tmp_path / "encoder.safetensors")]) == 0
-    encoder, info, config = load_encoder(tmp_path / "encoder.safetensors")
-    original, _, _ = load_encoder(tmp_path / "checkpoint.pth")
-    assert set(encoder) == set(original) and all(torch.equal(encoder[k], original[k]) for k in encoder)
-    assert info.embed_dim == 128 and info.in_chans == 1
+    exported, original = read_weights(tmp_path / "encoder.safetensors"), read_weights(tmp_path / "checkpoint.pth")
+    encoder = exported.encoder
+    assert set(encoder) == set(original.encoder) and all(torch.equal(encoder[k], original.encoder[k]) for k in encoder)
+    assert exported.info.embed_dim == 128 and exported.info.in_chans == 1
+    assert exported.arch == original.arch == "vit_tiny_fmnist" and exported.config == original.config
 
 
 DDP_RANK = textwrap.dedent("""

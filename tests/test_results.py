@@ -14,9 +14,9 @@ import pytest
 
 from emae import cli
 from emae.errors import EmaeError
+from emae.records import Record, append_records, read_records
 from results import report
 from results.cost import cost_frame, speedup_summary
-from results.records import Record, append_records, read_records
 from results.tables import SPEC_BY_NAME, SPECS, build_table, build_tables, load_reference, records_frame
 
 _ = None  # an empty cell ("-" in the paper)

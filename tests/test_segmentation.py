@@ -1,3 +1,6 @@
+"""The mmsegmentation adapter: configs, the scenes dataset, the backbone hand-off through mmseg's own loader,
+errors, train + eval + resume."""
+import argparse
 import dataclasses
 import json
 from pathlib import Path
@@ -9,24 +12,34 @@ from PIL import Image
 
 from segmentation.mmcv_ops import install
 
+pytest.importorskip("mmseg", reason="mmsegmentation is not installed")
 install()  # before anything imports mmseg
 
 from mmengine.config import Config  # noqa: E402
 from mmengine.registry import init_default_scope  # noqa: E402
 
-from emae.checkpoint import encoder_info, save_checkpoint  # noqa: E402
+from emae.checkpoint import LoadReport, encoder_info, read_weights  # noqa: E402
 from emae.cli import main as cli_main  # noqa: E402
-from emae.config import PretrainConfig  # noqa: E402
+from emae.data import FASHION_MNIST_DIR  # noqa: E402
 from emae.errors import EmaeError  # noqa: E402
 from emae.export import export_checkpoint  # noqa: E402
 from emae.export.mmseg import EXPECTED_MISSING, convert  # noqa: E402
-from emae.models import MaskedAutoencoderViT, build_model  # noqa: E402
-from results.records import read_records  # noqa: E402
+from emae.models import MaskedAutoencoderViT  # noqa: E402
+from emae.records import read_records  # noqa: E402
 from segmentation import backbone as bb  # noqa: E402
+from segmentation import cli as segment_cli  # noqa: E402
 from segmentation import synthetic, train  # noqa: E402
-from segmentation.config import (attach_backbone, build_config, check_data_layout, config_names,  # noqa: E402
-                                 set_iterations)
+from segmentation.config import (  # noqa: E402
+    attach_backbone,
+    build_config,
+    check_data_layout,
+    config_names,
+    parse_cfg_options,
+    set_iterations,
+    summary,
+)
 from segmentation.resume import PlainCheckpointState  # noqa: E402
+from segmentation.train import SegmentConfig  # noqa: E402
 
 TINY = "upernet_tiny_fmnist"
 VIT_B, VIT_L = "upernet_mae_vit_b_ade20k_512", "upernet_mae_vit_l_ade20k_512"
@@ -34,20 +47,11 @@ VIT_B, VIT_L = "upernet_mae_vit_b_ade20k_512", "upernet_mae_vit_l_ade20k_512"
 
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory) -> Path:
+    if not Path(FASHION_MNIST_DIR).is_dir():
+        pytest.skip("Fashion-MNIST not installed")
     out = tmp_path_factory.mktemp("data") / "scenes"
     synthetic.generate(out, train=8, val=4)
     return out
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory) -> Path:
-    """A pre-training checkpoint of the tiny Fashion-MNIST ViT, as ``emae pretrain`` writes it."""
-    torch.manual_seed(0)
-    config = PretrainConfig(epochs=1)
-    path = tmp_path_factory.mktemp("ckpt") / "checkpoint.pth"
-    save_checkpoint({"model": build_model(config.arch, config.img_size, config.in_chans).state_dict(),
-                     "config": config.to_dict()}, path)
-    return path
 
 
 def build_backbone(cfg: Config):
@@ -108,7 +112,7 @@ def test_conversion_renames_every_encoder_key():
 
 
 def test_mmseg_loads_our_export_with_only_the_expected_keys_missing(tmp_path, tiny_checkpoint):
-    exported = bb.export_backbone(tiny_checkpoint, tmp_path / "backbone.pth")
+    exported = bb.export_backbone(read_weights(tiny_checkpoint), tmp_path / "backbone.pth")
     assert exported.arch == "vit_tiny_fmnist" and exported.info.in_chans == 1 and exported.config["method"] == "emae"
     cfg = build_config(TINY, tmp_path, seed=0)
     attach_backbone(cfg, exported.path)
@@ -126,7 +130,7 @@ def test_mmseg_loads_our_export_with_only_the_expected_keys_missing(tmp_path, ti
     assert state["pos_embed"].shape == (1, 257, 128) and torch.equal(state["pos_embed"][:, 0], ours["pos_embed"][:, 0])
     assert not state["layers.0.attn.relative_position_bias_table"].any()  # zero-initialised, as MAE's recipe
     with pytest.raises(EmaeError, match=r"missing \['layers.\*.extra'\]"):
-        bb.check_load_report(bb.LoadReport(("layers.0.extra",), ()), "x")
+        bb.check_load_report(LoadReport((), ("layers.0.extra",), ()), "x")
 
 
 def test_an_official_mae_vit_b_fits_the_ade20k_recipe(tmp_path):
@@ -136,20 +140,20 @@ def test_an_official_mae_vit_b_fits_the_ade20k_recipe(tmp_path):
     encoder = {k: torch.full(v.shape, 0.01) for k, v in model.state_dict().items()
                if not k.startswith(("decoder_", "mask_token"))}
     torch.save({"model": encoder}, tmp_path / "mae_pretrain_vit_base.pth")  # the official release's layout
-    exported = bb.export_backbone(tmp_path / "mae_pretrain_vit_base.pth", tmp_path / "backbone.pth")
+    exported = bb.export_backbone(read_weights(tmp_path / "mae_pretrain_vit_base.pth"), tmp_path / "backbone.pth")
     assert exported.arch == "vit_base_patch16" and exported.config is None
     cfg = build_config(VIT_B, tmp_path, seed=0)
     attach_backbone(cfg, exported.path)
     backbone = build_backbone(cfg)
     report = bb.pretrained_load_report(backbone)
-    assert report.missing_patterns == EXPECTED_MISSING and report.unexpected == ()
+    assert bb.missing_patterns(report) == EXPECTED_MISSING and report.unexpected == ()
     assert backbone.state_dict()["pos_embed"].shape == (1, 1025, 768)  # 14x14 -> 32x32 at 512 px
 
 
 def test_a_checkpoint_of_another_size_is_refused_naming_key_and_shapes(tmp_path):
     model = MaskedAutoencoderViT(32, 4, 1, 192, 4, 3, decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=1)
     torch.save({"model": model.state_dict()}, tmp_path / "wide.pth")
-    exported = bb.export_backbone(tmp_path / "wide.pth", tmp_path / "backbone.pth")
+    exported = bb.export_backbone(read_weights(tmp_path / "wide.pth"), tmp_path / "backbone.pth")
     backbone = build_backbone(build_config(TINY, tmp_path, seed=0))
     with pytest.raises(EmaeError, match=r"does not fit.*cls_token: checkpoint \(1, 1, 192\) vs backbone \(1, 1, 128\)"):
         bb.check_shapes(backbone, exported)
@@ -204,6 +208,40 @@ def test_checkpoint_errors_are_one_line(tmp_path, scenes, capsys):
         assert "--launcher pytorch needs GPUs" in capsys.readouterr().err
 
 
+def _resolve(*args: str) -> SegmentConfig:
+    parser = argparse.ArgumentParser()
+    segment_cli.add_arguments(parser)
+    return segment_cli.resolve_config(parser.parse_args(args))
+
+
+def test_config_file_gives_values_that_flags_override(tmp_path):
+    file = tmp_path / "segment.yaml"
+    file.write_text(f"config: {TINY}\ndata: scenes\niters: 4\nbatch_size: 2\namp: true\n"
+                    f"cfg_options: [default_hooks.checkpoint.interval=2]\nmethod: mae\n")
+    cfg = _resolve("--config-file", str(file), "--checkpoint", "c.pth", "--iters", "8", "--no-amp")
+    assert cfg == SegmentConfig(checkpoint="c.pth", config=TINY, data="scenes", iters=8, batch_size=2, amp=False,
+                                cfg_options=("default_hooks.checkpoint.interval=2",), method="mae")
+    # --config names the mmseg config, as before: the flag overrides the file's key
+    assert _resolve("--config-file", str(file), "--checkpoint", "c", "--config", VIT_B).config == VIT_B
+    file.write_text(f"checkpoint: c\nconfig: {TINY}\ndata: d\nlauncher: torchrun\n")
+    with pytest.raises(EmaeError, match="launcher must be one of none, pytorch, slurm, mpi, got 'torchrun'"):
+        _resolve("--config-file", str(file))
+    file.write_text("iters: four\n")
+    with pytest.raises(EmaeError, match="segment.yaml: iters must be int, got str 'four'"):
+        _resolve("--config-file", str(file))
+    with pytest.raises(EmaeError, match="checkpoint is required: give --checkpoint or the key 'checkpoint'"):
+        _resolve("--config", TINY, "--data", "d")
+
+
+def test_cfg_options_are_read_as_mmengine_reads_them():
+    assert parse_cfg_options(("a.b=1", "lr=2e-4", "flag=true", "sizes=[1,(2,3)]", "name=x=y", "a.b=2")) == {
+        "a.b": 2, "lr": 2e-4, "flag": True, "sizes": [1, (2, 3)], "name": "x=y"}
+    with pytest.raises(EmaeError, match="--cfg-options 'lr': expected KEY=VALUE"):
+        parse_cfg_options(("lr",))
+    with pytest.raises(EmaeError, match=r"--cfg-options 'sizes=\[1,2': the value's brackets do not pair up"):
+        SegmentConfig(checkpoint="c", config=TINY, data="d", cfg_options=("sizes=[1,2",)).validate()
+
+
 class StopAtThirdIteration(PlainCheckpointState):
     """Stands for a run killed after its checkpoint at iteration 2."""
 
@@ -213,17 +251,18 @@ class StopAtThirdIteration(PlainCheckpointState):
 
 
 def test_train_eval_resume_and_records(tmp_path, scenes, tiny_checkpoint, monkeypatch):
-    kwargs = dict(checkpoint=str(tiny_checkpoint), config=TINY, data=str(scenes), output_dir=str(tmp_path),
-                  iters=4, batch_size=2, cfg_options={"default_hooks.checkpoint.interval": 2})
+    cfg = SegmentConfig(checkpoint=str(tiny_checkpoint), config=TINY, data=str(scenes), output_dir=str(tmp_path),
+                        iters=4, batch_size=2, cfg_options=("default_hooks.checkpoint.interval=2",))
     with monkeypatch.context() as m:
         m.setattr(train, "PlainCheckpointState", StopAtThirdIteration)
         with pytest.raises(KeyboardInterrupt):
-            train.segment(**kwargs)
+            train.segment(cfg)
     (work_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     assert (work_dir / "iter_2.pth").is_file() and not (tmp_path / "records.jsonl").exists()
     assert torch.serialization.get_unsafe_globals_in_checkpoint(work_dir / "iter_2.pth") == []
+    assert json.loads((work_dir / "config.json").read_text()) == cfg.to_dict()
 
-    records = train.segment(**kwargs)  # resumes at iteration 2
+    records = train.segment(cfg)  # resumes at iteration 2
     assert [r.metric for r in records] == ["mIoU", "mAcc", "aAcc"]
     assert all(0 <= r.value <= 100 and r.protocol == "upernet" and r.dataset == "fmnist-scenes val" for r in records)
     first = records[0]
@@ -234,8 +273,17 @@ def test_train_eval_resume_and_records(tmp_path, scenes, tiny_checkpoint, monkey
     logs = "".join(p.read_text() for p in work_dir.glob("*/*.log"))
     assert "resumed epoch: 0, iter: 2" in logs
 
-    again = train.segment(**kwargs)  # finished: not run again, no duplicate records
+    mmcfg = build_config(TINY, scenes, 0, 4, 2, cfg_options={"default_hooks.checkpoint.interval": 2})
+    assert first.config == {"config": TINY, "data": str(scenes), "run_id": first.extra["run_id"], **summary(mmcfg)}
+
+    again = train.segment(cfg)  # finished: not run again, no duplicate records
     assert [dataclasses.asdict(r) for r in again] == [dataclasses.asdict(r) for r in records]
+    assert len(read_records(tmp_path / "records.jsonl")) == 3
+
+    # the same run with other records' labels is refused, naming the field; nothing is written
+    with pytest.raises(EmaeError, match=r"config.json: this folder holds a run with other settings "
+                                        r"\(pretrain_epochs: \[None\]\)"):
+        train.segment(dataclasses.replace(cfg, pretrain_epochs=800))
     assert len(read_records(tmp_path / "records.jsonl")) == 3
 
 

@@ -3,7 +3,7 @@
 Every runnable config defines detectron2's ``model``, ``dataloader``, ``optimizer``, ``lr_multiplier`` and
 ``train``, plus ``benchmark``: the record's ``protocol``, the dataset's split folders under ``--data``
 (``<data>/<split>/`` images, ``<data>/annotations/instances_<split>.json``) and optionally ``dataset_name``,
-the records' ``dataset`` when the data folder has no ``meta.json`` naming it (``results.datasets``).
+the records' ``dataset`` when the data folder has no ``meta.json`` naming it (``emae.records``).
 """
 from functools import partial
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from torch import Tensor
 
-from emae.checkpoint import EncoderInfo, load_encoder, save_checkpoint, save_safetensors
+from emae.checkpoint import EncoderInfo, Weights, read_weights, save_checkpoint, save_safetensors
 from emae.errors import EmaeError
 
 TARGETS = {"timm": "emae.export.timm", "detectron2": "emae.export.detectron2", "mmseg": "emae.export.mmseg"}
@@ -37,12 +37,18 @@ def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, target: st
 
     The format follows ``dst``'s suffix: ``.safetensors`` or a ``torch.save`` file.
     """
-    module = _target(target)
+    _target(target)  # an unknown target is an error before the checkpoint is read
     if Path(dst).exists() and Path(dst).resolve() == Path(src).resolve():
         raise EmaeError(f"{dst}: --out is the checkpoint being exported; choose another file")
-    encoder, info, config = load_encoder(src)
-    tensors = module.convert(encoder, info)
-    meta = {"config": config, "encoder": dataclasses.asdict(info), "source": str(src), "target": target}
+    return export_weights(read_weights(src), dst, target)
+
+
+def export_weights(weights: Weights, dst: str | os.PathLike, target: str) -> Path:
+    """Write ``weights`` (read once by :func:`emae.checkpoint.read_weights`) converted for ``target`` to ``dst``."""
+    module = _target(target)
+    tensors = module.convert(weights.encoder, weights.info)
+    meta = {"config": weights.config, "encoder": dataclasses.asdict(weights.info), "source": weights.path,
+            "target": target}
     dst = Path(dst)
     if dst.suffix == ".safetensors":
         save_safetensors(tensors, dst, {k: v for k, v in meta.items() if v is not None})

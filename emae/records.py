@@ -5,6 +5,13 @@ A record says what was measured (``protocol``, ``metric``, ``value``), on what (
 ``config``, ``checkpoint_sha256``, ``git_commit``, ``hardware``, ``wall_time_s``, ``date``). Records are
 stored as JSON lines; :func:`read_records` validates every line and names the file, line and field of
 the first problem.
+
+Dataset names. Every command names the data a number was measured on as ``NAME SPLIT`` (``fashion-mnist
+test``, ``fmnist-scenes val``, ``ADE20K val``, ``COCO val2017``). ``NAME`` comes from the data folder's own
+``meta.json`` (``{"name": ...}``, written by ``emae data detection`` and ``emae data segmentation``), else
+from the evaluation's config, else from the folder's name. Records written before this rule named detection
+data ``FOLDER/SPLIT``; :func:`canonical_dataset` maps those names when records are read, so that old and new
+records of the same data meet in one row of the report.
 """
 from __future__ import annotations
 
@@ -21,9 +28,19 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from emae.errors import EmaeError
-from results.datasets import canonical_dataset
 
 RECORDS_FILE = "records.jsonl"
+SCENES = "fmnist-scenes"  # the Fashion-MNIST scenes of `emae data detection` and `emae data segmentation`
+META_FILE = "meta.json"
+
+# old names of data whose folder name did not say what it was
+LEGACY_NAMES = {
+    "detection/val": f"{SCENES} val",  # the pipeline's scenes (ROOT/data/detection)
+    "fmnist-det/val": f"{SCENES} val",  # the README's quick start
+    "fmnist-scenes/val": f"{SCENES} val",  # detection/README.md
+    "coco/val2017": "COCO val2017",
+}
+
 # the baselines' names in the method field: the untrained backbone (0 pre-training epochs) and raw pixels
 UNTRAINED, PIXELS = "untrained", "pixels"
 # the pre-training settings that tell apart variants of one method (copied into evaluation records' extra)
@@ -119,6 +136,69 @@ def append_records(path: str | os.PathLike, records: Iterable[Record]) -> None:
         os.fsync(f.fileno())
 
 
+def print_records(records: Iterable[Record], note: str = "") -> None:
+    """One line per record: ``protocol metric = value % on dataset (arch, wall time)``."""
+    for r in records:
+        print(f"{r.protocol} {r.metric} = {r.value:.2f} % on {r.dataset} ({r.arch}, {r.wall_time_s:.0f} s){note}")
+
+
+def write_records(path: str | os.PathLike, records: list[Record], echo: bool = True) -> list[Record]:
+    """The one record writer: append ``records`` to ``path`` at once (:func:`append_records`) and print them."""
+    append_records(path, records)
+    if echo:
+        print_records(records)
+    return records
+
+
+# the config fields that change how a run goes, not what it computes: the one rule for what a re-run (or a
+# resumed run) may change. Everything else must equal the earlier run's, or the re-run is refused.
+RUN_FIELDS = frozenset({"num_workers", "device", "threads", "dist_timeout", "output_dir", "features_dir", "num_gpus",
+                        "compile", "log_every", "save_every", "keep_every", "skip_bad_images"})
+
+
+def comparable(config: dict) -> dict:
+    """A config without the fields that do not change results (:data:`RUN_FIELDS`)."""
+    return {k: v for k, v in config.items() if k not in RUN_FIELDS}
+
+
+def changed_fields(saved: dict, current: dict) -> list[str]:
+    """The fields (outside :data:`RUN_FIELDS`) in which two configs of a run differ."""
+    a, b = comparable(saved), comparable(current)
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+
+
+def check_rerun(path: str | os.PathLike, current: dict,
+                hint: str = "resume it with the same settings or choose another --output-dir") -> None:
+    """A folder whose run saved its config at ``path`` may run again only with the same config outside
+    :data:`RUN_FIELDS`; the error names the file and the fields that differ. Nothing to check without the file."""
+    from emae.settings import read_json
+
+    path = Path(path)
+    if not path.is_file():
+        return
+    saved = read_json(path)
+    if not isinstance(saved, dict):
+        raise EmaeError(f"{path}: not a saved config (a JSON object); remove the file or choose another --output-dir")
+    changed = changed_fields(saved, current)
+    if changed:
+        raise EmaeError(f"{path}: this folder holds a run with other settings ({', '.join(changed)}: "
+                        f"{[saved.get(k) for k in changed]}); {hint}")
+
+
+def finished_records(path: str | os.PathLike, config: dict, checkpoint_sha256: str, protocol: str | None = None,
+                     metrics: Iterable[str] = ()) -> list[Record]:
+    """The one "already finished?" rule: the records in ``path`` (a records file) made from the checkpoint of
+    this hash with this config (equal outside :data:`RUN_FIELDS`), of ``protocol`` when given; empty unless
+    they cover every metric in ``metrics``. Records mean the run finished and need no re-run."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    mine = comparable(config)
+    found = [r for r in read_records(path) if r.checkpoint_sha256 == checkpoint_sha256
+             and (protocol is None or r.protocol == protocol) and comparable(r.config) == mine]
+    return found if {r.metric for r in found} >= set(metrics) else []
+
+
 def sha256_file(path: str | os.PathLike) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -159,13 +239,15 @@ def hardware() -> str:
     return f"CPU {cpu} ({os.cpu_count()} cores)"
 
 
-def provenance(config: dict, checkpoint: str | os.PathLike | None, wall_time_s: float) -> dict:
-    """The provenance fields of a record for a run of this process."""
+def provenance(config: dict, checkpoint: str | os.PathLike | None, wall_time_s: float,
+               checkpoint_sha256: str | None = None) -> dict:
+    """The provenance fields of a record for a run of this process (``checkpoint_sha256``: the checkpoint's hash
+    where the run already computed it)."""
     return dict(
         command=" ".join(["emae" if Path(sys.argv[0]).name in ("__main__.py", "emae") else Path(sys.argv[0]).name]
                          + sys.argv[1:]),
         config=config,
-        checkpoint_sha256=sha256_file(checkpoint) if checkpoint else "",
+        checkpoint_sha256=checkpoint_sha256 or (sha256_file(checkpoint) if checkpoint else ""),
         git_commit=git_commit(),
         hardware=hardware(),
         wall_time_s=float(wall_time_s),
@@ -188,3 +270,39 @@ def backbone_fields(config: dict | None, arch: str, overrides: dict | None = Non
                       pretrain_data=config.get("data_name") or Path(config["data"]).name)
     fields.update({k: v for k, v in (overrides or {}).items() if v is not None})
     return fields
+
+
+def dataset_name(name: str, split: str) -> str:
+    return f"{name} {split}"
+
+
+def folder_dataset_name(root: str | os.PathLike) -> str | None:
+    """The dataset name a data folder's ``meta.json`` gives, if it has one."""
+    path = Path(root) / META_FILE
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    name = meta.get("name") if isinstance(meta, dict) else None
+    return name if isinstance(name, str) and name else None
+
+
+def record_dataset(root: str | os.PathLike, split: str, config_name: str | None = None) -> str:
+    """The ``dataset`` of a record measured on ``split`` of the data folder ``root``: the folder's own name
+    for itself (``meta.json``), else ``config_name`` (a config's full ``NAME SPLIT``), else the folder's name."""
+    name = folder_dataset_name(root)
+    if name:
+        return dataset_name(name, split)
+    if config_name:
+        return config_name
+    return dataset_name(Path(root).resolve().name, split)
+
+
+def canonical_dataset(name: str) -> str:
+    """Today's name of a dataset named ``name`` by a record, old or new."""
+    if name in LEGACY_NAMES:
+        return LEGACY_NAMES[name]
+    folder, sep, split = name.rpartition("/")
+    if sep and folder and split and " " not in name:  # an old detection record: FOLDER/SPLIT
+        return dataset_name(folder, split)
+    return name

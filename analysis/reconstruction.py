@@ -18,13 +18,15 @@ norm-pix predictions are un-normalised with each patch's statistics from the ori
 
 Writes one record per checkpoint and metric to ``OUTPUT_DIR/records.jsonl``: protocol ``reconstruction``
 with metrics ``ssim``, ``lpips``, ``fid``; protocol ``reconstruction-classification`` with ``top1`` (on the
-reconstructions) and ``top1_original``.
+reconstructions) and ``top1_original``; and the settings (:class:`ReconstructionConfig`) as
+``OUTPUT_DIR/config.json``.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
@@ -32,17 +34,87 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from emae.checkpoint import encoder_info, load_checkpoint, model_state
+from analysis.loader import (
+    MASK_HELP,
+    LoadedMAE,
+    RecordedAnalysisConfig,
+    add_config_arguments,
+    batches,
+    check_choice,
+    each_model,
+    load_models,
+    record_base,
+    records_path,
+    write_outputs,
+)
+from emae.checkpoint import load_checkpoint, model_state, read_vit_shape
 from emae.errors import EmaeError
-from emae.reconstruct import (UNNORM_STATS, LoadedMAE, add_data_arguments, add_model_arguments, add_record_arguments,
-                              batches, default_heads, each_model, load_models, pick_device,
-                              random_masks, reconstruct, record_base, records_path, to_unit_range)
-from results.records import Record, append_records, provenance, sha256_file
+from emae.models import ARCHS
+from emae.reconstruct import UNNORM_STATS, random_masks, reconstruct, to_unit_range
+from emae.records import Record, provenance, sha256_file
+from emae.settings import pick_device
 
 METRICS = ("ssim", "lpips", "fid")
 LPIPS_NETS = {"alex": ("alexnet", "alexnet-owt-7be5be79.pth"), "vgg": ("vgg16", "vgg16-397923af.pth"),
               "squeeze": ("squeezenet1_1", "squeezenet1_1-b8a52dc0.pth")}
 FID_WEIGHTS = "weights-inception-2015-12-05-6726825d.pth"
+
+
+@dataclass
+class ReconstructionConfig(RecordedAnalysisConfig):
+    """``emae eval reconstruction``'s settings: the masks, the metrics and their networks' weights (Table XVI),
+    and the classifier of Table XV. ``None``: see each flag's help."""
+
+    help_for = dict(RecordedAnalysisConfig.help_for, **MASK_HELP, **{
+        "metrics": f"some of {', '.join(METRICS)} (default: ssim, plus lpips and fid where their weights are given)",
+        "lpips_weights": "torchvision ImageNet weights of the LPIPS backbone, e.g. alexnet-owt-7be5be79.pth",
+        "lpips_net": f"the LPIPS backbone, one of {', '.join(sorted(LPIPS_NETS))} (default alex)",
+        "lpips_lin_weights": "LPIPS' linear layers (default: the copy torchmetrics ships)",
+        "fid_weights": f"torch-fidelity's InceptionV3 weights ({FID_WEIGHTS})",
+        "classifier": "Table XV: a timm classifier checkpoint",
+        "classifier_model": "its timm model name (default: a ViT read from the checkpoint's weights)",
+        "num_classes": "its classes (default: from its head)",
+        "classifier_num_heads": "its attention heads (default: its config's architecture, else 64-d heads)",
+        "classifier_mean": "its input normalisation (default: its config's, else the MAE's)",
+        "classifier_std": "its input normalisation std (default: its config's, else the MAE's)",
+    })
+    metrics: tuple[str, ...] | None = None
+    mask_ratio: float = 0.75
+    seed: int = 0
+    unnorm: str = "target"  # target, visible
+    lpips_weights: str | None = None
+    lpips_net: str = "alex"  # alex, vgg, squeeze
+    lpips_lin_weights: str | None = None
+    fid_weights: str | None = None
+    classifier: str | None = None
+    classifier_model: str | None = None
+    num_classes: int | None = None
+    classifier_num_heads: int | None = None
+    classifier_mean: tuple[float, ...] | None = None
+    classifier_std: tuple[float, ...] | None = None
+
+    def validate(self) -> "ReconstructionConfig":
+        super().validate()
+        for metric in self.metrics or ():
+            check_choice("metrics", metric, METRICS)
+        check_choice("unnorm", self.unnorm, UNNORM_STATS)
+        check_choice("lpips_net", self.lpips_net, tuple(sorted(LPIPS_NETS)))
+        return self
+
+    def chosen_metrics(self) -> list[str]:
+        """``metrics``, by default SSIM plus LPIPS and FID where their weights are given."""
+        if self.metrics:
+            return list(self.metrics)
+        return ["ssim"] + (["lpips"] if self.lpips_weights else []) + (["fid"] if self.fid_weights else [])
+
+    def eval_settings(self, classifier_sha256: str) -> dict:
+        """The settings the records hold under ``config["eval"]``; ``classifier_sha256``: the classifier file's
+        hash ("" without one)."""
+        metrics = self.chosen_metrics()
+        return dict(protocol="reconstruction", metrics=metrics, eval_mask_ratio=self.mask_ratio, seed=self.seed,
+                    unnorm=self.unnorm, num_images=self.num_images, crop_ratio=self.crop_ratio,
+                    lpips_net=self.lpips_net if "lpips" in metrics else None, classifier=self.classifier,
+                    classifier_sha256=classifier_sha256, classifier_model=self.classifier_model)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -173,13 +245,9 @@ def load_classifier(path: str | os.PathLike, model_name: str | None = None, num_
         img_size = resolve_data_config({}, model=model)["input_size"][-1]
     else:
         heads = num_heads
-        if heads is None and config and config.get("arch"):
-            from emae.models import ARCHS
-
-            heads = ARCHS[config["arch"]].num_heads if config["arch"] in ARCHS else None
-        if heads is None and "patch_embed.proj.weight" in state:
-            heads = default_heads(state["patch_embed.proj.weight"].shape[0], path)
-        info = encoder_info(state, path, heads)
+        if heads is None and config and config.get("arch") in ARCHS:
+            heads = ARCHS[config["arch"]].num_heads
+        info = read_vit_shape(state, path, heads).encoder
         pool = "avg" if "fc_norm.weight" in state else "token"
         model = VisionTransformer(img_size=info.img_size, patch_size=info.patch_size, in_chans=info.in_chans,
                                   num_classes=num_classes, embed_dim=info.embed_dim, depth=info.depth,
@@ -258,75 +326,67 @@ def evaluate(loaded: LoadedMAE, dataset, metrics: Iterable[str], mask_ratio: flo
     return result
 
 
+def table_xv_classifier(cfg: ReconstructionConfig, first: LoadedMAE) -> tuple[tuple | None, str]:
+    """The config's classifier as :func:`evaluate` takes it, (model, input size, mean, std), and its file's
+    SHA-256; (None, "") without one. Its normalisation defaults to its config's, else the MAE's."""
+    if not cfg.classifier:
+        return None, ""
+    net, size, config = load_classifier(cfg.classifier, cfg.classifier_model, cfg.num_classes, first.in_chans,
+                                        cfg.classifier_num_heads)
+    mean = cfg.classifier_mean or (config or {}).get("mean") or first.mean
+    std = cfg.classifier_std or (config or {}).get("std") or first.std
+    return (net, size, tuple(mean), tuple(std)), sha256_file(cfg.classifier)
+
+
+def result_records(cfg: ReconstructionConfig, loaded: LoadedMAE, result: dict, data_name: str, eval_settings: dict,
+                   wall: float) -> list[Record]:
+    """The records of one checkpoint's :func:`evaluate` result: ``reconstruction`` metrics, and Table XV's
+    ``reconstruction-classification`` ones where a classifier was asked for."""
+    fields, config = record_base(loaded, cfg, eval_settings)
+    prov = provenance(config, loaded.path, wall)
+    extra = dict(images=result["images"], eval_mask_ratio=cfg.mask_ratio, unnorm=cfg.unnorm,
+                 norm_pix=loaded.norm_pix, name=loaded.name)
+    records = [Record(**fields, protocol="reconstruction", metric=metric, value=result[metric], dataset=data_name,
+                      seed=cfg.seed, extra=extra, **prov) for metric in eval_settings["metrics"]]
+    if cfg.classifier:
+        cls_extra = dict(extra, top1_original=result["top1_original"], top1_reconstructed=result["top1"],
+                         classifier=cfg.classifier, classifier_sha256=eval_settings["classifier_sha256"])
+        records += [Record(**fields, protocol="reconstruction-classification", metric=metric, value=result[metric],
+                           dataset=data_name, seed=cfg.seed, extra=cls_extra, **prov)
+                    for metric in ("top1", "top1_original")]
+    return records
+
+
+def run(cfg: ReconstructionConfig) -> list[Record]:
+    """Reconstruct and measure for every checkpoint of the config; append the records to
+    ``OUTPUT_DIR/records.jsonl`` (saving ``config.json`` beside them) and return them."""
+    device = pick_device(cfg.device)
+    metrics = cfg.chosen_metrics()
+    records_file = records_path(cfg)
+    models = load_models(cfg)
+    first = models[0]
+    lpips = build_lpips(cfg.lpips_weights, cfg.lpips_net, first.img_size, cfg.lpips_lin_weights) \
+        if "lpips" in metrics else None
+    fid = build_fid(cfg.fid_weights) if "fid" in metrics else None
+    classifier, classifier_sha = table_xv_classifier(cfg, first)
+    eval_settings = cfg.eval_settings(classifier_sha)
+    records = []
+    for loaded, dataset, data_name in each_model(cfg, models):
+        started = time.perf_counter()
+        result = evaluate(loaded, dataset, metrics, cfg.mask_ratio, cfg.seed, cfg.unnorm, cfg.batch_size, device,
+                          lpips, fid, classifier)
+        wall = time.perf_counter() - started
+        records += result_records(cfg, loaded, result, data_name, eval_settings, wall)
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in result.items() if k != "images")
+        print(f"{loaded.name} ({loaded.path}): {shown} on {result['images']} images, {wall:.1f} s")
+    write_outputs(cfg, records_file, records)
+    return records
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_model_arguments(parser)
-    add_data_arguments(parser, default_images=1000)
-    parser.add_argument("--metrics", nargs="+", choices=METRICS, default=None,
-                        help="default: ssim, plus lpips and fid where their weights are given")
-    parser.add_argument("--mask-ratio", type=float, default=0.75)
-    parser.add_argument("--seed", type=int, default=0, help="seed of the masks' generator")
-    parser.add_argument("--unnorm", choices=UNNORM_STATS, default="target",
-                        help="statistics that un-normalise norm-pix predictions (see emae.reconstruct)")
-    parser.add_argument("--lpips-weights", default=None,
-                        help="torchvision ImageNet weights of the LPIPS backbone, e.g. alexnet-owt-7be5be79.pth")
-    parser.add_argument("--lpips-net", choices=sorted(LPIPS_NETS), default="alex")
-    parser.add_argument("--lpips-lin-weights", default=None,
-                        help="LPIPS' linear layers (default: the copy torchmetrics ships)")
-    parser.add_argument("--fid-weights", default=None, help=f"torch-fidelity's InceptionV3 weights ({FID_WEIGHTS})")
-    parser.add_argument("--classifier", default=None, help="Table XV: a timm classifier checkpoint")
-    parser.add_argument("--classifier-model", default=None,
-                        help="its timm model name (default: a ViT read from the checkpoint's weights)")
-    parser.add_argument("--num-classes", type=int, default=None, help="its classes (default: from its head)")
-    parser.add_argument("--classifier-num-heads", type=int, default=None,
-                        help="its attention heads (default: its config's architecture, else 64-d heads)")
-    parser.add_argument("--classifier-mean", type=float, nargs="+", default=None,
-                        help="its input normalisation (default: its config's, else the MAE's)")
-    parser.add_argument("--classifier-std", type=float, nargs="+", default=None)
-    add_record_arguments(parser)
+    add_config_arguments(parser, ReconstructionConfig)
 
 
 def main(args: argparse.Namespace) -> int:
-    device = pick_device(args.device)
-    metrics = args.metrics or ["ssim"] + (["lpips"] if args.lpips_weights else []) + (
-        ["fid"] if args.fid_weights else [])
-    records_file = records_path(args)
-    models = load_models(args)
-    first = models[0]
-    lpips = build_lpips(args.lpips_weights, args.lpips_net, first.img_size, args.lpips_lin_weights) \
-        if "lpips" in metrics else None
-    fid = build_fid(args.fid_weights) if "fid" in metrics else None
-    classifier, classifier_sha = None, ""
-    if args.classifier:
-        net, size, config = load_classifier(args.classifier, args.classifier_model, args.num_classes, first.in_chans,
-                                            args.classifier_num_heads)
-        mean = args.classifier_mean or (config or {}).get("mean") or first.mean
-        std = args.classifier_std or (config or {}).get("std") or first.std
-        classifier, classifier_sha = (net, size, tuple(mean), tuple(std)), sha256_file(args.classifier)
-    settings = dict(protocol="reconstruction", metrics=list(metrics), eval_mask_ratio=args.mask_ratio,
-                    seed=args.seed, unnorm=args.unnorm, num_images=args.num_images, crop_ratio=args.crop_ratio,
-                    lpips_net=args.lpips_net if lpips is not None else None, classifier=args.classifier,
-                    classifier_sha256=classifier_sha, classifier_model=args.classifier_model)
-    records = []
-    for loaded, dataset, data_name in each_model(args, models):
-        started = time.perf_counter()
-        result = evaluate(loaded, dataset, metrics, args.mask_ratio, args.seed, args.unnorm, args.batch_size,
-                          device, lpips, fid, classifier)
-        wall = time.perf_counter() - started
-        fields, config = record_base(loaded, args, settings)
-        prov = provenance(config, loaded.path, wall)
-        extra = dict(images=result["images"], eval_mask_ratio=args.mask_ratio, unnorm=args.unnorm,
-                     norm_pix=loaded.norm_pix, name=loaded.name)
-        for metric in metrics:
-            records.append(Record(**fields, protocol="reconstruction", metric=metric, value=result[metric],
-                                  dataset=data_name, seed=args.seed, extra=extra, **prov))
-        if classifier is not None:
-            cls_extra = dict(extra, top1_original=result["top1_original"], top1_reconstructed=result["top1"],
-                             classifier=args.classifier, classifier_sha256=classifier_sha)
-            for metric in ("top1", "top1_original"):
-                records.append(Record(**fields, protocol="reconstruction-classification", metric=metric,
-                                      value=result[metric], dataset=data_name, seed=args.seed, extra=cls_extra, **prov))
-        shown = ", ".join(f"{k} {v:.4g}" for k, v in result.items() if k != "images")
-        print(f"{loaded.name} ({loaded.path}): {shown} on {result['images']} images, {wall:.1f} s")
-    append_records(records_file, records)
-    print(f"wrote {len(records)} records to {records_file}")
+    run(ReconstructionConfig.resolve(args))
     return 0

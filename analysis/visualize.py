@@ -7,6 +7,7 @@ normalisation), as in MAE's demo. Predictions of a ``norm_pix_loss`` model are u
 patch's statistics from the original image by default (``--unnorm target``, as MAE's visualisations do;
 see :mod:`emae.reconstruct`). Each mask seed draws the same masks for every checkpoint, so differences
 between the reconstructions of one column are the models' and differences along a row are the masks'.
+The settings (:class:`VisualizeConfig`) are saved as ``config.json`` beside the figure.
 
     emae visualize --checkpoint runs/mae/checkpoint.pth runs/emae/checkpoint.pth --num-images 4 \\
         --seeds 0 1 2 --out docs/figures/fmnist_reconstructions.png
@@ -14,6 +15,7 @@ between the reconstructions of one column are the models' and differences along 
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -22,12 +24,54 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
+from analysis.loader import (
+    MASK_HELP,
+    AnalysisConfig,
+    LoadedMAE,
+    add_config_arguments,
+    check_choice,
+    eval_dataset,
+    image_transform,
+    load_models,
+)
 from emae.errors import EmaeError
-from emae.reconstruct import (UNNORM_STATS, LoadedMAE, add_data_arguments, add_model_arguments, eval_dataset,
-                              load_models, masked_inputs, pick_device, reconstruct, seeded_masks, to_unit_range)
+from emae.reconstruct import UNNORM_STATS, masked_inputs, reconstruct, seeded_masks, to_unit_range
+from emae.settings import pick_device
 
 TITLE_HEIGHT = 16  # pixels of the column-title band
 LABEL_WIDTH = 48  # pixels of the row-label band, drawn when there are several checkpoints
+
+
+@dataclass
+class VisualizeConfig(AnalysisConfig):
+    """``emae visualize``'s settings: which images, the mask seeds, and the figure's layout and file."""
+
+    help_for = dict(AnalysisConfig.help_for, **MASK_HELP, **{
+        "images": "image files to reconstruct (default: images of the checkpoint's data)",
+        "indices": "which images of the data (default: the first --num-images)",
+        "seeds": "mask seeds, one column pair each (default 0 1 2)",
+        "cell": "pixels per image cell (default 96)",
+        "pad": "pixels between cells (default 2)",
+        "titles": "column titles and row labels (default: drawn; --no-titles leaves them out)",
+        "out": "the image file to write, config.json beside it (default reconstructions.png)",
+    })
+    num_images: int = 4
+    images: tuple[str, ...] | None = None
+    indices: tuple[int, ...] | None = None
+    seeds: tuple[int, ...] = (0, 1, 2)
+    mask_ratio: float = 0.75
+    unnorm: str = "target"  # target, visible
+    cell: int = 96
+    pad: int = 2
+    titles: bool = True
+    out: str = "reconstructions.png"
+
+    def validate(self) -> "VisualizeConfig":
+        super().validate()
+        if self.cell < 1 or self.pad < 0:
+            raise EmaeError(f"--cell must be >= 1 and --pad >= 0, got cell={self.cell}, pad={self.pad}")
+        check_choice("unnorm", self.unnorm, UNNORM_STATS)
+        return self
 
 
 def grid_size(rows: int, cols: int, cell: int, pad: int, titles: bool, labels: bool) -> tuple[int, int]:
@@ -115,58 +159,50 @@ def reconstruction_rows(models: Sequence[LoadedMAE], imgs: Tensor, seeds: Sequen
     return rows, titles, labels
 
 
-def load_images(args: argparse.Namespace, loaded: LoadedMAE) -> Tensor:
-    """The images to show, preprocessed for the model: (B, C, H, W)."""
-    if args.images:
-        from emae.data import eval_transform, open_image
+def load_images(cfg: VisualizeConfig, loaded: LoadedMAE) -> Tensor:
+    """The images to show, preprocessed for the model: (B, C, H, W); the config's image files, else its
+    ``indices`` (by default the first ``num_images``) of the data."""
+    if cfg.images:
+        from emae.data import open_image
 
-        crop_ratio = args.crop_ratio if args.crop_ratio is not None else 1.0
-        transform = eval_transform(loaded.img_size, loaded.mean, loaded.std, crop_ratio)
+        transform = image_transform(cfg, loaded)
         mode = "L" if loaded.in_chans == 1 else "RGB"
-        return torch.stack([transform(open_image(p, mode)) for p in args.images])
-    dataset = eval_dataset(argparse.Namespace(**{**vars(args), "num_images": 0}), loaded)
-    indices = args.indices if args.indices else range(min(args.num_images, len(dataset)))
+        return torch.stack([transform(open_image(p, mode)) for p in cfg.images])
+    dataset = eval_dataset(replace(cfg, num_images=0), loaded)
+    indices = cfg.indices if cfg.indices else range(min(cfg.num_images, len(dataset)))
     bad = [i for i in indices if not 0 <= i < len(dataset)]
     if bad:
         raise EmaeError(f"--indices {bad} are outside the {len(dataset)} images of the data")
     return torch.stack([dataset[i][0] for i in indices])
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_model_arguments(parser)
-    parser.add_argument("--images", nargs="+", default=None, metavar="IMAGE",
-                        help="image files to reconstruct (default: images of the checkpoint's data)")
-    parser.add_argument("--indices", type=int, nargs="+", default=None,
-                        help="which images of the data (default: the first --num-images)")
-    add_data_arguments(parser, default_images=4)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="mask seeds, one column pair each")
-    parser.add_argument("--mask-ratio", type=float, default=0.75)
-    parser.add_argument("--unnorm", choices=UNNORM_STATS, default="target",
-                        help="statistics that un-normalise norm-pix predictions (see emae.reconstruct)")
-    parser.add_argument("--cell", type=int, default=96, help="pixels per image cell")
-    parser.add_argument("--pad", type=int, default=2, help="pixels between cells")
-    parser.add_argument("--no-titles", action="store_true", help="leave out column titles and row labels")
-    parser.add_argument("--out", default="reconstructions.png", help="the PNG to write")
-
-
-def main(args: argparse.Namespace) -> int:
-    if args.cell < 1 or args.pad < 0:
-        raise EmaeError("--cell must be >= 1 and --pad >= 0")
-    out = Path(args.out)
+def run(cfg: VisualizeConfig) -> Path:
+    """Draw the grid of the config's checkpoints and images to ``out``, ``config.json`` beside it; returns the
+    figure's path."""
+    out = Path(cfg.out)
     if out.suffix.lower() not in Image.registered_extensions() or out.is_dir():
         raise EmaeError(f"{out}: --out must name an image file (.png, .jpg, ...)")
-    device = pick_device(args.device)
-    models = load_models(args)
+    device = pick_device(cfg.device)
+    models = load_models(cfg)
     for m in models:
         m.model.to(device)
         for note in m.notes:
             print(f"{m.path}: {note}")
-    imgs = load_images(args, models[0])
-    rows, titles, labels = reconstruction_rows(models, imgs, args.seeds, args.mask_ratio, args.unnorm)
-    show_labels = len(models) > 1 and not args.no_titles
-    grid = compose_grid(rows, args.cell, args.pad, None if args.no_titles else titles,
-                        labels if show_labels else None)
+    imgs = load_images(cfg, models[0])
+    rows, titles, labels = reconstruction_rows(models, imgs, cfg.seeds, cfg.mask_ratio, cfg.unnorm)
+    show_labels = len(models) > 1 and cfg.titles
+    grid = compose_grid(rows, cfg.cell, cfg.pad, titles if cfg.titles else None, labels if show_labels else None)
     out.parent.mkdir(parents=True, exist_ok=True)
     grid.save(out, optimize=True)
+    cfg.save(out.parent)
     print(f"wrote {out} ({grid.width}x{grid.height} px: {len(rows)} rows, {len(titles)} columns)")
+    return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser, VisualizeConfig)
+
+
+def main(args: argparse.Namespace) -> int:
+    run(VisualizeConfig.resolve(args))
     return 0

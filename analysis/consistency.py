@@ -21,26 +21,64 @@ outputs, the quantity EMAE's self-consistency loss constrains.
 
 Writes one record per checkpoint and metric to ``OUTPUT_DIR/records.jsonl``: protocol ``consistency``,
 metrics ``pairwise_l1``, ``prediction_var``, ``masked_l1`` and ``prediction_spread``, with the standard
-deviations over images in ``extra``.
+deviations over images in ``extra``, and the settings (:class:`ConsistencyConfig`) as ``OUTPUT_DIR/config.json``.
 """
 from __future__ import annotations
 
 import argparse
 import math
 import time
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from analysis.loader import (
+    MASK_HELP,
+    LoadedMAE,
+    RecordedAnalysisConfig,
+    add_config_arguments,
+    batches,
+    check_choice,
+    each_model,
+    load_models,
+    record_base,
+    records_path,
+    write_outputs,
+)
 from emae.errors import EmaeError
 from emae.losses import patchify, pixel_targets
-from emae.reconstruct import (LoadedMAE, add_data_arguments, add_model_arguments, add_record_arguments, batches,
-                              each_model, load_models, pairwise_consistency, pick_device, predict,
-                              random_masks, record_base, records_path, unnormalize_predictions)
-from results.records import Record, append_records, provenance
+from emae.reconstruct import pairwise_consistency, predict, random_masks, unnormalize_predictions
+from emae.records import Record, provenance
+from emae.settings import pick_device
 
 SPACES = ("pixel", "prediction")
 METRICS = ("pairwise_l1", "prediction_var", "masked_l1", "prediction_spread")
+
+
+@dataclass
+class ConsistencyConfig(RecordedAnalysisConfig):
+    """``emae eval consistency``'s settings: the masks, their seed, and the space predictions are compared in."""
+
+    help_for = dict(RecordedAnalysisConfig.help_for, **MASK_HELP, **{
+        "masks": "M random masks per image (default 8)",
+        "space": f"one of {', '.join(SPACES)}: compare predictions in normalised pixel space or as the decoder "
+                 f"outputs them (default pixel)",
+    })
+    masks: int = 8
+    mask_ratio: float = 0.75
+    seed: int = 0
+    space: str = "pixel"  # pixel, prediction
+
+    def validate(self) -> "ConsistencyConfig":
+        super().validate()
+        check_choice("space", self.space, SPACES)
+        return self
+
+    def eval_settings(self) -> dict:
+        """The settings the records hold under ``config["eval"]``."""
+        return dict(protocol="consistency", masks=self.masks, eval_mask_ratio=self.mask_ratio, seed=self.seed,
+                    space=self.space, num_images=self.num_images, crop_ratio=self.crop_ratio)
 
 
 @torch.no_grad()
@@ -128,43 +166,40 @@ class PredictionSpread:
         return float(var.clamp(min=0).sqrt().mean())
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_model_arguments(parser)
-    add_data_arguments(parser, default_images=1000)
-    parser.add_argument("--masks", type=int, default=8, help="M random masks per image")
-    parser.add_argument("--mask-ratio", type=float, default=0.75)
-    parser.add_argument("--seed", type=int, default=0, help="seed of the masks' generator")
-    parser.add_argument("--space", choices=SPACES, default="pixel",
-                        help="compare predictions in normalised pixel space or as the decoder outputs them")
-    add_record_arguments(parser)
-
-
-def main(args: argparse.Namespace) -> int:
-    device = pick_device(args.device)
-    records_file = records_path(args)
-    models = load_models(args)
-    settings = dict(protocol="consistency", masks=args.masks, eval_mask_ratio=args.mask_ratio, seed=args.seed,
-                    space=args.space, num_images=args.num_images, crop_ratio=args.crop_ratio)
+def run(cfg: ConsistencyConfig) -> list[Record]:
+    """Measure every checkpoint of the config; append its records to ``OUTPUT_DIR/records.jsonl`` (saving
+    ``config.json`` beside them) and return them."""
+    device = pick_device(cfg.device)
+    records_file = records_path(cfg)
+    models = load_models(cfg)
     records = []
-    for loaded, dataset, data_name in each_model(args, models):
+    for loaded, dataset, data_name in each_model(cfg, models):
         started = time.perf_counter()
-        result = consistency_of(loaded, dataset, args.masks, args.mask_ratio, args.seed, args.space,
-                                args.batch_size, device)
+        result = consistency_of(loaded, dataset, cfg.masks, cfg.mask_ratio, cfg.seed, cfg.space, cfg.batch_size,
+                                device)
         wall = time.perf_counter() - started
-        fields, config = record_base(loaded, args, settings)
-        extra = dict(result, masks=args.masks, eval_mask_ratio=args.mask_ratio, space=args.space,
+        fields, config = record_base(loaded, cfg, cfg.eval_settings())
+        extra = dict(result, masks=cfg.masks, eval_mask_ratio=cfg.mask_ratio, space=cfg.space,
                      norm_pix=loaded.norm_pix, name=loaded.name)
         prov = provenance(config, loaded.path, wall)
         for metric in METRICS:
             if math.isnan(result[metric]):
                 continue
             records.append(Record(**fields, protocol="consistency", metric=metric, value=result[metric],
-                                  dataset=data_name, seed=args.seed, extra=extra, **prov))
+                                  dataset=data_name, seed=cfg.seed, extra=extra, **prov))
         print(f"{loaded.name} ({loaded.path}): pairwise L1 {result['pairwise_l1']:.4f} "
               f"(std over images {result['pairwise_l1_std']:.4f}), prediction variance "
               f"{result['prediction_var']:.5f}, masked L1 error {result['masked_l1']:.4f}, spread of masked "
-              f"predictions {result['prediction_spread']:.4f}; {result['images']} images x {args.masks} masks, "
-              f"{args.space} space, {wall:.1f} s")
-    append_records(records_file, records)
-    print(f"wrote {len(records)} records to {records_file}")
+              f"predictions {result['prediction_spread']:.4f}; {result['images']} images x {cfg.masks} masks, "
+              f"{cfg.space} space, {wall:.1f} s")
+    write_outputs(cfg, records_file, records)
+    return records
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser, ConsistencyConfig)
+
+
+def main(args: argparse.Namespace) -> int:
+    run(ConsistencyConfig.resolve(args))
     return 0

@@ -5,6 +5,9 @@ Each stage is one ``emae`` command run in its own process, with its output in ``
 the display shows one line per stage. ``ROOT/pipeline.json`` records the finished stages, so a re-run
 skips them (a killed pre-training continues from its checkpoint, a killed evaluation from its own
 state), and the pipeline stops at the first failed stage with that stage's error.
+
+Its settings (:class:`PipelineConfig`) are resolved as the dataclass defaults < ``--config`` file (YAML or JSON)
+< explicit flags, validated (:class:`emae.settings.CommandConfig`), and saved as ``ROOT/config.json``.
 """
 from __future__ import annotations
 
@@ -12,13 +15,16 @@ import argparse
 import importlib.util
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from emae.errors import EmaeError
+from emae.settings import CommandConfig
 
 METHODS = ("mae", "emae")
 
@@ -40,37 +46,72 @@ class Stage:
         return not self.needs or importlib.util.find_spec(self.needs) is not None
 
 
+def split_flags(text: str) -> tuple[str, ...]:
+    """The flags of a ``pretrain_args`` string, split as a shell splits them (quotes keep spaces)."""
+    try:
+        return tuple(shlex.split(text))
+    except ValueError as e:
+        raise EmaeError(f"pretrain_args {text!r}: {e}") from None
+
+
+STAGE_HELP = {  # the fields the pipeline and the study share
+    "root": "folder of every stage's output, logs and state",
+    "preset": "pre-training preset (emae pretrain --preset)",
+    "pretrain_args": "extra pre-training flags, as on a command line",
+}
+
+
 @dataclass(frozen=True)
-class PipelineConfig:
+class PipelineConfig(CommandConfig):
+    """``emae pipeline``'s settings. It has no presets of its own: ``preset`` names the pre-training preset."""
+
     root: str = "runs/pipeline"
-    preset: str = "fmnist-tiny"  # pre-training preset
-    eval_preset: str = "fmnist"  # evaluation preset of linprobe / finetune / knn
+    preset: str = "fmnist-tiny"
+    eval_preset: str = "fmnist"
     seed: int = 0
     # sized to finish in about 15 minutes on a 2-core CPU: half the preset's images, shorter detection and
     # segmentation schedules than their presets' 300 iterations
-    pretrain_args: tuple[str, ...] = ("--subset", "8192")  # extra flags for both pre-trainings
+    pretrain_args: str = "--subset 8192"  # extra flags for both pre-trainings
     detect_iters: int = 150
     segment_iters: int = 200
+    detect_config: str = "vitdet_mask_rcnn_tiny"
+    segment_config: str = "upernet_tiny_fmnist"
     detection: bool = True
     segmentation: bool = True
 
+    help_for: ClassVar[dict[str, str]] = {
+        **STAGE_HELP, "eval_preset": "linprobe/finetune/knn preset", "seed": "seed of every stage",
+        "detect_iters": "detection iterations", "segment_iters": "segmentation iterations",
+        "detect_config": "emae eval detect --config of the detect stages",
+        "segment_config": "emae eval segment --config of the segment stages",
+        "detection": "run the detectron2 stages", "segmentation": "run the mmseg stages"}
+
+    def validate(self) -> "PipelineConfig":
+        split_flags(self.pretrain_args)
+        for name in ("detect_iters", "segment_iters"):
+            if getattr(self, name) < 1:
+                raise EmaeError(f"{name} must be >= 1, got {getattr(self, name)}")
+        return self
+
 
 def stages(cfg: PipelineConfig) -> list[Stage]:
+    """The pipeline's stages in the order they run (those whose framework is missing are kept, to be skipped)."""
     root = Path(cfg.root)
     data = root / "data"
+    pretrain_args = split_flags(cfg.pretrain_args)
     out: list[Stage] = []
     if cfg.detection:
         out.append(Stage("data/detection", ("data", "detection", "--out", str(data / "detection")), "detectron2"))
     if cfg.segmentation:
         out.append(Stage("data/segmentation", ("data", "segmentation", "--out", str(data / "segmentation")), "mmseg"))
-    out += baseline_stages(root, "", cfg.preset, cfg.seed, cfg.eval_preset, cfg.pretrain_args)
+    out += baseline_stages(root, "", cfg.preset, cfg.seed, cfg.eval_preset, pretrain_args)
     for method in METHODS:
         run = root / method
         ckpt = str(run / "pretrain" / "checkpoint.pth")
         encoder = str(run / "export" / "encoder.safetensors")  # the classification evaluations start from it
         common = ("--checkpoint", ckpt, "--seed", str(cfg.seed))
         out.append(pretrain_stage(f"{method}/pretrain", cfg.preset, method, cfg.seed, run / "pretrain",
-                                  cfg.pretrain_args))
+                                  pretrain_args))
         out.append(Stage(f"{method}/export", ("export", "--checkpoint", ckpt, "--to", "timm", "--out", encoder)))
         out.extend(classification_stages(method, run, encoder, cfg.seed, cfg.eval_preset))
         out.append(Stage(f"{method}/finetune", ("eval", "finetune", "--checkpoint", encoder, "--seed", str(cfg.seed),
@@ -79,12 +120,12 @@ def stages(cfg: PipelineConfig) -> list[Stage]:
                                                    str(run / "consistency"))))
         if cfg.detection:
             out.append(Stage(f"{method}/detect", ("eval", "detect", "--checkpoint", ckpt, "--config",
-                                                  "vitdet_mask_rcnn_tiny", "--data", str(data / "detection"),
+                                                  cfg.detect_config, "--data", str(data / "detection"),
                                                   "--output-dir", str(run / "detect"), "--opts",
                                                   f"train.seed={cfg.seed}", f"train.max_iter={cfg.detect_iters}"),
                              "detectron2"))
         if cfg.segmentation:
-            out.append(Stage(f"{method}/segment", ("eval", "segment", *common, "--config", "upernet_tiny_fmnist",
+            out.append(Stage(f"{method}/segment", ("eval", "segment", *common, "--config", cfg.segment_config,
                                                    "--data", str(data / "segmentation"), "--iters",
                                                    str(cfg.segment_iters), "--output-dir", str(run / "segment")),
                              "mmseg"))
@@ -163,8 +204,8 @@ def check_stages(plan: list[Stage], root: Path) -> None:
     evaluation's preset, and the records already under ``root`` (which the report will read)."""
     from emae import engine
     from emae.cli import CommandParser
+    from emae.records import read_records
     from evaluation.presets import PROTOCOLS, preset_values
-    from results.records import read_records
 
     for stage in plan:
         if stage.argv[:1] == ("pretrain",):
@@ -178,17 +219,16 @@ def check_stages(plan: list[Stage], root: Path) -> None:
 
 
 def run_pipeline(cfg: PipelineConfig) -> int:
-    return run_stages(stages(cfg), Path(cfg.root), asdict(cfg))
+    return run_stages(stages(cfg), Path(cfg.root), cfg)
 
 
-def run_stages(plan: list[Stage], root: Path, config: dict) -> int:
+def run_stages(plan: list[Stage], root: Path, config: CommandConfig) -> int:
     """Run the stages in order, skipping those ``ROOT/pipeline.json`` records as done, then print the summary
-    of the records written; raises EmaeError with the failed stage's error. ``config`` (the run's settings)
-    is saved as ``ROOT/config.json``."""
+    of the records written; raises EmaeError with the failed stage's error. ``config`` (the run's resolved
+    config) is saved as ``ROOT/config.json``."""
     check_stages(plan, root)
     state = State(root / "pipeline.json")
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    config.save(root)
     started = time.perf_counter()
     for index, stage in enumerate(plan, 1):
         prefix = f"[{index:2d}/{len(plan)}] {stage.name:<22}"
@@ -221,22 +261,8 @@ def run_stages(plan: list[Stage], root: Path, config: dict) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    defaults = PipelineConfig()
-    parser.add_argument("--root", default=defaults.root, help="folder of every stage's output, logs and state")
-    parser.add_argument("--preset", default=defaults.preset, help="pre-training preset")
-    parser.add_argument("--eval-preset", default=defaults.eval_preset, help="linprobe/finetune/knn preset")
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--pretrain-args", default=" ".join(defaults.pretrain_args),
-                        help="extra pre-training flags (default: %(default)s)")
-    parser.add_argument("--detect-iters", type=int, default=defaults.detect_iters, help="detection iterations")
-    parser.add_argument("--segment-iters", type=int, default=defaults.segment_iters, help="segmentation iterations")
-    parser.add_argument("--no-detection", dest="detection", action="store_false", help="skip detectron2 stages")
-    parser.add_argument("--no-segmentation", dest="segmentation", action="store_false", help="skip mmseg stages")
+    PipelineConfig.add_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
-    cfg = PipelineConfig(root=args.root, preset=args.preset, eval_preset=args.eval_preset, seed=args.seed,
-                         pretrain_args=tuple(args.pretrain_args.split()), detect_iters=args.detect_iters,
-                         segment_iters=args.segment_iters, detection=args.detection,
-                         segmentation=args.segmentation)
-    return run_pipeline(cfg)
+    return run_pipeline(PipelineConfig.resolve(args))
