@@ -25,7 +25,7 @@ from emae import settings
 from emae.checkpoint import load_mae_state, read_weights
 from emae.data import FASHION_MNIST_DIR, IMAGENET_MEAN, IMAGENET_STD, build_dataset, eval_transform
 from emae.errors import EmaeError
-from emae.models import MaskedAutoencoderViT, build_model
+from emae.models import ARCHS, MaskedAutoencoderViT, build_model
 from emae.reconstruct import UNNORM_STATS
 from emae.records import RECORDS_FILE, Record, backbone_fields, read_records, write_records
 
@@ -68,13 +68,14 @@ def load_mae_model(path: str | os.PathLike, num_heads: int | None = None, decode
                         f"MAE checkpoint with its decoder, e.g. MAE's *_full.pth or one of our pretrain "
                         f"checkpoints, not an encoder-only export")
     notes: list[str] = []
-    if config:
+    if config and config.get("arch") in ARCHS:
         model = build_model(config["arch"], info.img_size, info.in_chans)
     else:
-        if num_heads is None:
-            notes.append(f"assumed {info.num_heads} encoder heads (64-d heads)")
-        if decoder_num_heads is None:
-            notes.append(f"assumed {decoder.num_heads} decoder heads (32-d heads)")
+        if weights.format == "mae":  # a bare state dict: its heads are not stated anywhere
+            if num_heads is None:
+                notes.append(f"assumed {info.num_heads} encoder heads (64-d heads)")
+            if decoder_num_heads is None:
+                notes.append(f"assumed {decoder.num_heads} decoder heads (32-d heads)")
         model = MaskedAutoencoderViT(**weights.shape.model_kwargs())
     missing = load_mae_state(model, weights.state, path)
     if missing:

@@ -49,6 +49,7 @@ from analysis.loader import (
 )
 from emae.checkpoint import load_checkpoint, model_state, read_vit_shape
 from emae.errors import EmaeError
+from emae.export import timm as timm_export
 from emae.models import ARCHS
 from emae.reconstruct import UNNORM_STATS, random_masks, reconstruct, to_unit_range
 from emae.records import Record, provenance, sha256_file
@@ -224,7 +225,6 @@ def load_classifier(path: str | os.PathLike, model_name: str | None = None, num_
     ``num_heads``, the config's architecture or the usual 64-d heads.
     """
     import timm
-    from timm.models.vision_transformer import VisionTransformer
 
     obj = load_checkpoint(path)
     state = model_state(obj, path)
@@ -235,7 +235,7 @@ def load_classifier(path: str | os.PathLike, model_name: str | None = None, num_
     if not num_classes:
         raise EmaeError(f"{path}: no classification head found (head.weight); pass --num-classes")
     if isinstance(obj.get("vit"), dict):  # emae eval finetune's checkpoint: the ViT's constructor arguments
-        model = VisionTransformer(**obj["vit"])
+        model = timm_export.build_vit(**obj["vit"])
         img_size = model.patch_embed.img_size[0]
     elif model_name:
         model = timm.create_model(model_name, pretrained=False, num_classes=num_classes,
@@ -249,9 +249,10 @@ def load_classifier(path: str | os.PathLike, model_name: str | None = None, num_
             heads = ARCHS[config["arch"]].num_heads
         info = read_vit_shape(state, path, heads).encoder
         pool = "avg" if "fc_norm.weight" in state else "token"
-        model = VisionTransformer(img_size=info.img_size, patch_size=info.patch_size, in_chans=info.in_chans,
-                                  num_classes=num_classes, embed_dim=info.embed_dim, depth=info.depth,
-                                  num_heads=info.num_heads, global_pool=pool, fc_norm=pool == "avg")
+        model = timm_export.build_vit(img_size=info.img_size, patch_size=info.patch_size, in_chans=info.in_chans,
+                                      num_classes=num_classes, embed_dim=info.embed_dim, depth=info.depth,
+                                      num_heads=info.num_heads, global_pool=pool, fc_norm=pool == "avg",
+                                      norm_eps=info.norm_eps)
         img_size = info.img_size
     try:
         model.load_state_dict(state, strict=True)

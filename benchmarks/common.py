@@ -61,7 +61,7 @@ class BenchSettings(CommandConfig):
         "peak_flops": "that peak's FLOP/s (0: none)",
         "compile": "also time the step compiled against eager (adds minutes of compilation)",
         "quick": "the tiny preset at batch 32 and small memory cases: checks that the benchmarks run; its figures "
-                 "are not the README's",
+                 "are not those of docs/performance.md",
         "preset": "named settings: cpu (run_all's) or gpu (bench_gpu's)"}
 
     @classmethod
@@ -85,7 +85,7 @@ class BenchSettings(CommandConfig):
 
 
 PRESETS: dict[str, dict] = {
-    "cpu": {},  # the CPU figures [1]-[5] of the README's Performance section
+    "cpu": {},  # the CPU figures [1]-[5] of docs/performance.md
     # one GPU: fewer, longer rounds, an 8192 square product and the H100's dense bf16 peak; compiled against eager
     "gpu": dict(repeats=5, warmup=3, square=8192, peak_name="the H100's dense bf16 peak", peak_flops=H100_BF16_DENSE,
                 compile=True),

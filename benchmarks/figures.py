@@ -33,7 +33,7 @@ class Target:
 
 @dataclass(frozen=True)
 class Figure:
-    """One measured figure: ``key`` is its number in the README's Performance section ([1] to [5])."""
+    """One measured figure: ``key`` is its number in docs/performance.md ([1] to [5])."""
 
     key: str
     name: str

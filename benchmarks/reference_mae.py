@@ -51,5 +51,5 @@ def reference_loss(model: MaskedAutoencoderViT, imgs: Tensor, noise: Tensor, mas
 
 
 def reference_optimizer(model: MaskedAutoencoderViT, lr: float, weight_decay: float = 0.05) -> torch.optim.AdamW:
-    groups = param_groups_weight_decay(model, weight_decay, model.no_weight_decay())
+    groups = param_groups_weight_decay(model, weight_decay)  # main_pretrain.py: no skip list
     return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), foreach=False, fused=False)

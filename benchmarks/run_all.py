@@ -1,4 +1,4 @@
-"""Every CPU benchmark in one run (``make bench``): the figures [1]-[5] of the README's Performance section.
+"""Every CPU benchmark in one run (``make bench``): the figures [1]-[5] of docs/performance.md.
 
 Prints each measurement as it is taken, then a table (figure, median, spread, target, met) and appends one
 result record per figure (protocol ``benchmark``) to ``--records``, for ``emae report``, with the run's

@@ -24,6 +24,7 @@ from emae.checkpoint import EncoderInfo, Weights, load_checkpoint, read_weights
 from emae.errors import EmaeError
 from emae.export import export_weights
 from emae.export.detectron2 import PREFIX
+from emae.formats import weights_file
 
 TARGET = "detectron2"
 BACKBONE_FILE = "backbone_detectron2.pth"  # a checkpoint's conversion, in the run's output folder
@@ -46,7 +47,7 @@ def read_backbone(checkpoint: str | os.PathLike, out_dir: str | os.PathLike) -> 
     detectron2`` wrote it as ``.pth``, else any checkpoint :func:`emae.checkpoint.read_weights` reads, whose
     conversion goes to ``out_dir/backbone_detectron2.pth`` (:func:`write_backbone`). Nothing is written."""
     checkpoint = Path(checkpoint)
-    obj = load_checkpoint(checkpoint)
+    obj = load_checkpoint(weights_file(checkpoint))
     if obj.get("target") == TARGET:
         if checkpoint.suffix == ".safetensors":
             raise EmaeError(f"{checkpoint}: a detectron2 export as safetensors, which detectron2 does not read; "

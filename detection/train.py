@@ -24,6 +24,7 @@ import os
 import time
 import typing
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from detectron2.config import LazyConfig, instantiate
@@ -34,11 +35,12 @@ from detectron2.modeling import ViT
 from detectron2.utils import comm
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
+from torch import nn
 
 from detection.checkpoint import Backbone, SafeCheckpointer, load_backbone, read_backbone, write_backbone
 from detection.datasets import check_same_categories, find_split, read_categories, register
 from emae import records, settings
-from emae.checkpoint import SHAPE_WORDS, EncoderInfo, check_shape
+from emae.checkpoint import NORM_EPS, SHAPE_WORDS, EncoderInfo, check_shape
 from emae.errors import EmaeError
 from emae.records import (
     RECORDS_FILE,
@@ -166,6 +168,8 @@ def build_config(plan: Plan):
     net = vit_config(cfg)
     check_encoder(plan.backbone.info, net, s.config, s.checkpoint)
     net.pretrain_img_size = plan.backbone.info.img_size  # the grid its position embedding was trained on
+    if plan.backbone.info.norm_eps != NORM_EPS:  # a Hugging Face ViT's LayerNorms (1e-12), not the config's 1e-6
+        net.norm_layer = partial(nn.LayerNorm, eps=plan.backbone.info.norm_eps)
     cfg.train.init_checkpoint = str(plan.backbone.path)
     cfg.train.output_dir = s.output_dir
     cfg.train.device = pick_device(s.device).type
@@ -201,7 +205,7 @@ def preflight(config: DetectConfig) -> Plan:
     started = time.time()
     out = Path(config.output_dir)
     check_config(config)
-    sha = sha256_file(config.checkpoint) if Path(config.checkpoint).is_file() else ""
+    sha = sha256_file(config.checkpoint) if Path(config.checkpoint).exists() else ""
     done = finished_records(config, sha) if sha else []
     if done:
         return Plan(config, None, started, sha, done)

@@ -2,25 +2,29 @@
 
 Writing is atomic (a temporary file in the same folder, then a rename), so a run killed mid-write leaves
 the previous checkpoint intact. Reading never executes code: ``torch.load(weights_only=True)`` or
-safetensors, and a file that needs pickled Python objects is refused with an explanation.
+safetensors, and a file that needs pickled Python objects (other than official MAE's ``argparse.Namespace``)
+is refused with an explanation.
 
 Our pre-training checkpoint is a dict with ``model`` (official MAE key names), ``optimizer``, ``scaler``,
-``epoch``, ``step``, ``rng`` and ``config`` (a plain dict). Official MAE checkpoints (``{"model": ...}``,
-encoder-only or with the decoder) and plain state dicts are read by the same functions.
+``epoch``, ``step``, ``rng`` and ``config`` (a plain dict). Every other format the field writes (official MAE,
+timm, Hugging Face ViTMAE / ViT) is detected and mapped to the same key names by :mod:`emae.formats`, which
+:func:`read_weights` reads through.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import pickle
 import re
 import tempfile
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from emae.errors import EmaeError
 from emae.models import ARCHS, init_model
@@ -31,6 +35,9 @@ if TYPE_CHECKING:
 DECODER_PREFIXES = ("decoder_", "mask_token")
 # the usual number of attention heads of a ViT of each width (64-d heads)
 HEADS_BY_WIDTH = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16}
+NORM_EPS = 1e-6  # the LayerNorm epsilon of MAE's and timm's ViTs (Hugging Face's ViTs use 1e-12)
+# the only Python object a checkpoint may hold besides tensors and containers: official MAE's ``args``
+SAFE_GLOBALS = [argparse.Namespace]
 
 
 def save_checkpoint(obj: dict, path: str | os.PathLike) -> None:
@@ -68,7 +75,9 @@ def untrained_checkpoint(cfg: PretrainConfig) -> dict[str, Any]:
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load a ``.pth``/``.pt``/``.bin`` file with ``weights_only=True``, or a ``.safetensors`` file.
 
-    A safetensors file is returned as ``{"model": tensors}`` plus its metadata entries (``config``, ...).
+    Besides tensors, numbers, strings and containers, only :data:`SAFE_GLOBALS` are unpickled (the
+    ``argparse.Namespace`` of official MAE's ``args``); any other pickled object is refused. A safetensors
+    file is returned as ``{"model": tensors}`` plus its metadata entries (``config``, ...).
     """
     path = Path(path)
     if not path.is_file():
@@ -76,7 +85,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if path.suffix == ".safetensors":
         return _load_safetensors(path)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         text = " ".join(str(e).split())
         found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
@@ -86,8 +96,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
                             f"{_detail(path, problem.group(1) if problem else 'cannot be unpickled')}") from None
         raise EmaeError(
             f"{path}: refused: it holds pickled Python objects ({found.group(1)}), which could run code when "
-            f"loaded, and only tensors, numbers, strings and containers are read. Re-save the weights alone (for "
-            f"example torch.save(ckpt['model'], 'weights.pth') in a trusted session) or as safetensors") from None
+            f"loaded, and only tensors, numbers, strings, containers and argparse.Namespace are read. Re-save "
+            f"the weights alone (for example torch.save(ckpt['model'], 'weights.pth') in a trusted session) or as "
+            f"safetensors") from None
     except Exception as e:  # torch.load fails in many ways on a file it cannot parse
         raise EmaeError(f"{path}: not a readable checkpoint (truncated or corrupt){_detail(path, e)}") from None
     if not isinstance(obj, dict):
@@ -109,6 +120,8 @@ def _detail(path: Path, error: Exception | str) -> str:
 
 
 def _load_safetensors(path: Path) -> dict[str, Any]:
+    """``{"model": tensors}`` plus each metadata entry: its JSON value, or the text itself where it is not
+    JSON (``{"format": "pt"}``, which transformers and timm write). A metadata ``model`` entry is ignored."""
     from safetensors import safe_open
 
     try:
@@ -117,13 +130,14 @@ def _load_safetensors(path: Path) -> dict[str, Any]:
             metadata = f.metadata() or {}
     except Exception as e:  # SafetensorError, OSError, or a header that is not JSON
         raise EmaeError(f"{path}: not a readable safetensors file (truncated or corrupt){_detail(path, e)}") from None
-    obj: dict[str, Any] = {"model": tensors}
-    for key, text in metadata.items():
-        try:
-            obj[key] = json.loads(text)
-        except json.JSONDecodeError:
-            raise EmaeError(f"{path}: metadata '{key}' is not JSON") from None
-    return obj
+    return {**{key: _metadata_value(text) for key, text in metadata.items()}, "model": tensors}
+
+
+def _metadata_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
 
 
 def save_safetensors(tensors: dict[str, Tensor], path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> None:
@@ -189,6 +203,7 @@ class EncoderInfo:
     num_heads: int
     in_chans: int
     img_size: int  # the pre-training image size (the position-embedding grid)
+    norm_eps: float = NORM_EPS  # every LayerNorm's epsilon (not in the weights: from the format or its config)
 
     @property
     def grid(self) -> int:
@@ -228,13 +243,15 @@ class ViTShape:
     decoder: DecoderInfo | None  # None for an encoder-only state dict
 
     def model_kwargs(self) -> dict:
-        """The keyword arguments of the ``MaskedAutoencoderViT`` these weights fit (the decoder is required)."""
+        """The keyword arguments of the ``MaskedAutoencoderViT`` these weights fit (the decoder is required),
+        its LayerNorms of the encoder's ``norm_eps``."""
         e, d = self.encoder, self.decoder
         if d is None:
             raise EmaeError("an MAE model needs the decoder's shape, and the weights have no decoder")
         return dict(img_size=e.img_size, patch_size=e.patch_size, in_chans=e.in_chans, embed_dim=e.embed_dim,
                     depth=e.depth, num_heads=e.num_heads, decoder_embed_dim=d.embed_dim, decoder_depth=d.depth,
-                    decoder_num_heads=d.num_heads, mlp_ratio=self.mlp_ratio)
+                    decoder_num_heads=d.num_heads, mlp_ratio=self.mlp_ratio,
+                    norm_layer=partial(nn.LayerNorm, eps=e.norm_eps))
 
 
 def default_heads(width: int, path: str | os.PathLike, head_dim: int = 64) -> int:
@@ -253,12 +270,13 @@ def _depth(state: dict[str, Tensor], prefix: str) -> int:
 
 
 def read_vit_shape(state: dict[str, Tensor], path: str | os.PathLike, num_heads: int | None = None,
-                   decoder_num_heads: int | None = None) -> ViTShape:
+                   decoder_num_heads: int | None = None, norm_eps: float = NORM_EPS) -> ViTShape:
     """Read a ViT's shape from its weights (official MAE / timm key names): the one shape reader of the suite.
 
     The encoder needs ``patch_embed.proj.weight`` (D, C, p, p), ``pos_embed`` (1, [1 +] g*g, D) and
     ``blocks.N.*``; the decoder is read when ``decoder_embed.weight`` is present. Heads default to 64-d heads
-    for the encoder (:func:`default_heads`) and 32-d heads for the decoder (16 for MAE's 512-d decoder).
+    for the encoder (:func:`default_heads`) and 32-d heads for the decoder (16 for MAE's 512-d decoder);
+    ``norm_eps``, which weights do not show either, is carried into the encoder's shape.
     """
     for key in ("patch_embed.proj.weight", "pos_embed"):
         if key not in state:
@@ -283,7 +301,8 @@ def read_vit_shape(state: dict[str, Tensor], path: str | os.PathLike, num_heads:
                                                          decoder and decoder.num_heads)):
         if dim and (h < 1 or dim % h):
             raise EmaeError(f"{path}: {h} {what} heads do not divide its width {dim}")
-    return ViTShape(EncoderInfo(patch, embed_dim, depth, heads, in_chans, grid * patch), mlp_ratio, decoder)
+    return ViTShape(EncoderInfo(patch, embed_dim, depth, heads, in_chans, grid * patch, norm_eps), mlp_ratio,
+                    decoder)
 
 
 def encoder_info(encoder: dict[str, Tensor], path: str | os.PathLike, num_heads: int | None = None) -> EncoderInfo:
@@ -321,7 +340,8 @@ def check_fits(info: EncoderInfo, arch: str, path: str | os.PathLike, named_by: 
                 f"{arch} named by {named_by}")
 
 
-CLASSIFIER_PREFIX = "head."
+# a classifier's keys: timm's and MAE's fine-tuning ``head``, Hugging Face ViTModel's ``pooler``
+CLASSIFIER_PREFIXES = ("head.", "pooler.")
 
 
 @dataclass(frozen=True)
@@ -333,8 +353,9 @@ class Weights:
     encoder: dict[str, Tensor]  # the encoder alone: no decoder, mask_token or classifier head
     shape: ViTShape
     arch: str  # the registered architecture it fits, or a description (vit_p16_d192_l12): the records' arch
-    config: dict | None  # our pre-training config, where the checkpoint has one
+    config: dict | None  # our pre-training config, or official MAE's args mapped to it (emae.formats)
     dropped: tuple[str, ...]  # the decoder, mask_token and classifier keys left out of ``encoder``
+    format: str  # the format it was read from (emae.formats.FORMATS)
 
     @property
     def info(self) -> EncoderInfo:
@@ -347,46 +368,42 @@ class Weights:
 
 def read_weights(path: str | os.PathLike, arch: str = "", num_heads: int | None = None,
                  decoder_num_heads: int | None = None) -> Weights:
-    """Read any supported checkpoint (ours, official MAE, timm, an ``emae export`` file) and settle its shape.
+    """Read a checkpoint of any format :mod:`emae.formats` reads (a file, or a Hugging Face folder) and settle
+    its shape.
 
     Attention heads, which weights do not show, come from ``arch`` when given (it must fit the weights: the
-    fit check), else from our config's architecture, else ``num_heads``, else an export's ``encoder``
-    entry, else the registered architecture of the same patch size, width and depth, else the usual 64-d
-    heads of the width. Decoder heads likewise (from the architecture, else ``decoder_num_heads``, else 32-d
-    heads).
+    fit check), else from the config's registered architecture, else ``num_heads``, else what the file states
+    (an export's ``encoder`` entry, a Hugging Face ``config.json``), else the registered architecture of the
+    same patch size, width and depth, else the usual 64-d heads of the width. Decoder heads likewise (from the
+    architecture, else ``decoder_num_heads``, else the file's, else 32-d heads). A config without an
+    architecture (official MAE's args of an unregistered model) gets the shape's name.
     """
+    from emae.formats import read_source
     from emae.models import ARCHS, get_arch
 
-    obj = load_checkpoint(path)
-    state = model_state(obj, path)
+    source = read_source(path)
+    state, config = source.state, source.config
     encoder, dropped = split_encoder(state)
-    head = sorted(k for k in encoder if k.startswith(CLASSIFIER_PREFIX))
-    encoder = {k: v for k, v in encoder.items() if not k.startswith(CLASSIFIER_PREFIX)}
-    config = _pretrain_config(obj)
+    head = sorted(k for k in encoder if k.startswith(CLASSIFIER_PREFIXES))
+    encoder = {k: v for k, v in encoder.items() if not k.startswith(CLASSIFIER_PREFIXES)}
     probe = encoder_info(encoder, path, num_heads=1)  # the heads are settled below
+    if source.stated:
+        check_shape(probe, source.stated, path, source.stated_by)
     registered = next((name for name, a in ARCHS.items() if (a.patch_size, a.embed_dim, a.depth) ==
                        (probe.patch_size, probe.embed_dim, probe.depth)), "")
-    name = arch or (config or {}).get("arch", "")
+    config_arch = (config or {}).get("arch", "")
+    name = arch or (config_arch if config_arch in ARCHS else "")
     if name:
         check_fits(probe, name, path, "--arch" if arch else "its config")
-    exported = obj["encoder"].get("num_heads") if isinstance(obj.get("encoder"), dict) else None
-    spec = get_arch(name) if name else (ARCHS[registered] if registered and num_heads is None and exported is None
-                                        else None)
-    heads = spec.num_heads if spec else num_heads or exported
-    decoder_heads = spec.decoder_num_heads if spec else decoder_num_heads
-    shape = read_vit_shape(state, path, heads, decoder_heads)
-    arch_name = name or shape.encoder.arch_name()
-    return Weights(str(path), state, encoder, shape, arch_name, config, tuple(dropped + head))
-
-
-def _pretrain_config(obj: dict) -> dict | None:
-    """Our pre-training config: a checkpoint's ``config``, or the ``config`` inside an export's metadata."""
-    config = obj.get("config")
-    if not isinstance(config, dict):
-        return None
-    if "target" in config and "encoder" in config:  # an export's metadata (safetensors)
-        config = config.get("config")
-    return config if isinstance(config, dict) and "arch" in config else None
+    spec = get_arch(name) if name else (ARCHS[registered] if registered and num_heads is None and
+                                        source.num_heads is None else None)
+    heads = spec.num_heads if spec else num_heads or source.num_heads
+    decoder_heads = spec.decoder_num_heads if spec else decoder_num_heads or source.decoder_num_heads
+    shape = read_vit_shape(state, path, heads, decoder_heads, source.norm_eps)
+    arch_name = name or shape.encoder.arch_name(config)
+    if config is not None and not config_arch:
+        config = dict(config, arch=arch_name)
+    return Weights(str(path), state, encoder, shape, arch_name, config, tuple(dropped + head), source.format)
 
 
 @dataclass(frozen=True)

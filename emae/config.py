@@ -54,7 +54,7 @@ class PretrainConfig(settings.CommandConfig):
     seed: int = 0
     device: str = "auto"  # auto, cpu, cuda
     amp: str = "auto"  # auto (bf16 on a supporting GPU, else none), bf16, fp16, none
-    compile: bool = False  # torch.compile the forward pass (1.3x on an H100; little on a CPU: README)
+    compile: bool = False  # torch.compile the forward pass (docs/performance.md)
     dist_timeout: int = 600  # seconds a collective may wait for a peer before the run fails
     output_dir: str = "runs/pretrain"
     save_every: int = 1  # write checkpoint.pth every N epochs (and after the last)
@@ -117,10 +117,10 @@ _IMAGENET_DATA = dict(dataset="imagefolder", data_name="imagenet-1k", img_size=2
 
 PRESETS: dict[str, dict] = {
     # Fashion-MNIST at 32 px, 4 px patches (N = 64): a quick run in minutes on a 2-core CPU (make run); too short
-    # for pre-training to beat the untrained backbone under the linear probe (README, "A regime that learns")
+    # for pre-training to beat the untrained backbone under the linear probe (docs/small-scale.md)
     "fmnist-tiny": dict(subset=16384, epochs=4, warmup_epochs=1, blr=1e-3),
     # Fashion-MNIST at 32 px, 8 px patches (N = 16), all 60k images: the small-scale regime where MAE clearly
-    # beats the untrained backbone (README); the study's Table XII runs 1/4, 1/2 and all of its epochs
+    # beats the untrained backbone (docs/small-scale.md); the study's Table XII runs 1/4, 1/2 and all of its epochs
     "fmnist-small": dict(arch="vit_tiny_p8_fmnist", subset=0, epochs=4, warmup_epochs=1, blr=1e-3),
     # the paper's ImageNet-1K recipes (MAE's, Section IV-B): 800 epochs, effective batch 4096
     "imagenet-vit-b": dict(_IMAGENET_DATA, arch="vit_base_patch16", data="data/imagenet/train", epochs=800),

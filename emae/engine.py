@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from timm.optim import create_optimizer_v2
+from timm.optim import create_optimizer_v2, param_groups_weight_decay
 from timm.scheduler import CosineLRScheduler
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
@@ -59,10 +59,25 @@ def learning_rate(cfg: PretrainConfig, world_size: int) -> float:
 
 
 def build_optimizer(model: MaskedAutoencoderViT, cfg: PretrainConfig, lr: float) -> torch.optim.Optimizer:
-    """timm's AdamW without decay on biases, norms and embeddings; the fused kernel (one pass over the
-    parameters instead of a loop of small ops: about 5x faster steps of the optimiser on a CPU)."""
-    return create_optimizer_v2(model, "adamw", lr=lr, weight_decay=cfg.weight_decay, betas=tuple(cfg.betas),
+    """AdamW with official MAE's parameter groups (``main_pretrain.py``: timm's ``add_weight_decay`` without a
+    skip list): no decay on 1-D parameters (norms) and biases, decay on every other trainable parameter, the
+    3-D ``cls_token`` and ``mask_token`` among them; the fixed sin-cos position embeddings do not train and
+    are left out. The fused kernel (one pass over the parameters instead of a loop of small ops: about 5x
+    faster steps of the optimiser on a CPU)."""
+    groups = param_groups_weight_decay(model, cfg.weight_decay)  # not the model's no_weight_decay() names
+    return create_optimizer_v2(groups, "adamw", lr=lr, weight_decay=cfg.weight_decay, betas=tuple(cfg.betas),
                                fused=True)
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict, path: str | os.PathLike) -> None:
+    """Load a checkpoint's optimizer state; one whose parameter groups are not the optimizer's (a run begun
+    while ``cls_token`` and ``mask_token`` were not decayed) is an error naming the checkpoint."""
+    try:
+        optimizer.load_state_dict(state)
+    except ValueError as e:
+        raise EmaeError(f"{path}: its optimizer state does not fit this version's parameter groups ({e}); a run "
+                        f"begun before cls_token and mask_token were decayed (as official MAE decays them) "
+                        f"cannot be resumed: start it again") from None
 
 
 def flops_per_iteration(cfg: PretrainConfig, batch: int, observer=None) -> int:
@@ -237,6 +252,7 @@ def train(cfg: PretrainConfig, resume: str | os.PathLike | None = None) -> dict:
         except RuntimeError as e:
             raise EmaeError(f"{resume}: its weights do not fit its config's model ({cfg.arch}): "
                             f"{' '.join(str(e).split())[:300]}") from None
+        load_optimizer_state(optimizer, ckpt["optimizer"], resume)
     if info.is_main:  # the data, model and checkpoint are good: the run's folder may be written
         start_folder(out, cfg)
     log = MetricsLog(out, info.is_main)
@@ -246,7 +262,6 @@ def train(cfg: PretrainConfig, resume: str | os.PathLike | None = None) -> dict:
                       GradientSteps(model, optimizer, device.type, amp_dtype, accum, cfg.clip_grad), mask_generator,
                       log, info, out)
     if ckpt is not None:
-        optimizer.load_state_dict(ckpt["optimizer"])
         run.steps.scaler.load_state_dict(ckpt["scaler"])
         set_rng_state(ckpt["rng"], mask_generator)
         start_epoch, run.step, wall_time = ckpt["epoch"], ckpt["step"], ckpt["wall_time_s"]

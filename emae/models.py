@@ -111,10 +111,6 @@ class MaskedAutoencoderViT(nn.Module):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
 
-    def no_weight_decay(self) -> set[str]:
-        """Embeddings and tokens are not decayed (norms and biases are skipped by being 1-D)."""
-        return {"cls_token", "mask_token", "pos_embed", "decoder_pos_embed"}
-
     def forward_encoder(self, imgs: Tensor, ids_keep: Tensor) -> Tensor:
         """Encode the visible patches of every part.
 

@@ -200,8 +200,12 @@ def finished_records(path: str | os.PathLike, config: dict, checkpoint_sha256: s
 
 
 def sha256_file(path: str | os.PathLike) -> str:
+    """The SHA-256 of a checkpoint: of the file, or of a Hugging Face folder's weights file
+    (:func:`emae.formats.weights_file`)."""
+    from emae.formats import weights_file
+
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open(weights_file(path), "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()

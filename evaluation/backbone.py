@@ -21,6 +21,7 @@ from timm.models.vision_transformer import VisionTransformer
 
 from emae.checkpoint import LoadReport, Weights, read_weights
 from emae.errors import EmaeError
+from emae.export import timm as timm_export
 
 
 def vit_kwargs(weights: Weights, img_size: int = 0, num_classes: int = 0, global_pool: str = "token",
@@ -32,12 +33,12 @@ def vit_kwargs(weights: Weights, img_size: int = 0, num_classes: int = 0, global
         raise EmaeError(f"image size {img_size} is not divisible by the patch size {info.patch_size}")
     return dict(img_size=img_size, patch_size=info.patch_size, in_chans=info.in_chans, embed_dim=info.embed_dim,
                 depth=info.depth, num_heads=info.num_heads, mlp_ratio=weights.mlp_ratio, num_classes=num_classes,
-                global_pool=global_pool, drop_path_rate=drop_path_rate)
+                global_pool=global_pool, drop_path_rate=drop_path_rate, norm_eps=info.norm_eps)
 
 
 def build_vit(weights: Weights, **kwargs) -> tuple[VisionTransformer, LoadReport]:
     """A timm ViT (``vit_kwargs(weights, **kwargs)``) holding the weights, and what the load did."""
-    model = VisionTransformer(**vit_kwargs(weights, **kwargs))
+    model = timm_export.build_vit(**vit_kwargs(weights, **kwargs))
     state = dict(weights.encoder)
     expected = model.state_dict()
     grids = None

@@ -183,7 +183,7 @@ def start_run(cfg: EvalConfig, distributed: bool = False) -> tuple[EvalRun, list
     """
     started = time.perf_counter()
     path = Path(cfg.checkpoint)
-    if cfg.checkpoint != PIXELS and not path.is_file():
+    if cfg.checkpoint != PIXELS and not path.exists():
         raise EmaeError(f"{path}: checkpoint not found")
     device = pick_device(cfg.device)
     if cfg.threads:

@@ -29,6 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 from emae.checkpoint import load_checkpoint, read_weights
 from emae.data import eval_transform
 from emae.errors import EmaeError
+from emae.export import timm as timm_export
 from emae.records import print_records
 from emae.settings import autocast_dtype, pick_device
 from emae.steps import accumulation_steps
@@ -173,7 +174,7 @@ def load_finetuned(path: str | os.PathLike) -> tuple[VisionTransformer, Finetune
     state = load_checkpoint(path)
     if "vit" not in state or "config" not in state:
         raise EmaeError(f"{path}: not a checkpoint of emae eval finetune (no 'vit' and 'config')")
-    model = VisionTransformer(**state["vit"])
+    model = timm_export.build_vit(**state["vit"])
     model.load_state_dict(state["model"])
     return model, FinetuneConfig.from_dict(state["config"], source=str(path))
 

@@ -3,8 +3,9 @@
 The encoder stays in eval mode and never trains; its cls-token feature (``--global-pool avg``: the mean of
 the patch tokens, through a parameter-free ``fc_norm``) feeds BatchNorm without affine parameters and a
 linear layer initialised with std 0.01. LARS (timm's; trust ratio on the weight matrix, none on the bias),
-base lr 0.1 with lr = base lr x batch / 256, weight decay 0, warm-up then cosine, RandomResizedCrop + flip;
-top-1 / top-5 on the validation split after every epoch.
+base lr 0.1 with lr = base lr x batch / 256, weight decay 0, warm-up then cosine; MAE's TF-style random
+resized crop (:class:`emae.data.TFRandomResizedCrop`, bicubic) + flip; top-1 / top-5 on the validation
+split after every epoch.
 
 ``--fast``: the features are extracted once, without augmentation, and cached; the probes then train on
 them, which takes seconds instead of hours. Several base learning rates (``--blrs``) train side by side in
@@ -26,7 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
 from emae.checkpoint import LoadReport, read_weights
-from emae.data import eval_transform, pretrain_transform
+from emae.data import TFRandomResizedCrop, eval_transform, pretrain_transform
 from emae.errors import EmaeError
 from emae.records import PIXELS, print_records
 from emae.steps import accumulation_steps
@@ -55,7 +56,7 @@ class LinprobeConfig(EvalConfig):
     min_lr: float = 0.0
     weight_decay: float = 0.0
     momentum: float = 0.9
-    crop_min_scale: float = 0.08  # RandomResizedCrop's smallest scale (torchvision's default, MAE's)
+    crop_min_scale: float = 0.08  # the training crop's smallest scale (MAE's linear probe: its crop's default)
     features_dir: str = ""  # fast mode: where features are cached ("": the output folder); shareable with knn
 
     protocol = "linprobe"
@@ -150,6 +151,12 @@ class ProbeSetup:
     features_reused: bool = False  # fast mode: features read from the cache
 
 
+def train_transform(cfg: LinprobeConfig, img_size: int):
+    """MAE's linear-probe augmentation (``main_linprobe.py``): its TF-style random resized crop (bicubic),
+    horizontal flip, normalise."""
+    return pretrain_transform(img_size, cfg.mean, cfg.std, cfg.crop_min_scale, crop=TFRandomResizedCrop)
+
+
 def _full_setup(ev: EvalRun) -> ProbeSetup:
     """Frozen encoder + probes on augmented images."""
     cfg = ev.cfg
@@ -158,7 +165,7 @@ def _full_setup(ev: EvalRun) -> ProbeSetup:
     if ev.dist.is_main:
         print_load(weights, report)
     img_size = vit.patch_embed.img_size[0]
-    train, val, classes = eval_datasets(cfg, pretrain_transform(img_size, cfg.mean, cfg.std, cfg.crop_min_scale),
+    train, val, classes = eval_datasets(cfg, train_transform(cfg, img_size),
                                         eval_transform(img_size, cfg.mean, cfg.std, cfg.crop_ratio),
                                         weights.info.in_chans)
     grid = HeadGrid(vit.num_features, classes, len(cfg.blrs))

@@ -6,7 +6,7 @@
 - ``fmnist``: Fashion-MNIST (60k train / 10k test, grey 28 px resized to the checkpoint's size), minutes on
   a 2-core CPU: kNN and the fast linear probe (a grid of learning rates) on the cached features (global
   average pooling of the patch tokens: MAE's fine-tuning read-out, which beats the cls token for pre-trained
-  backbones in the README's sweep) of the first 20k training images and the 10k test images, and one
+  backbones in the sweep of docs/small-scale.md) of the first 20k training images and the 10k test images, and one
   fine-tuning epoch (156 updates) on 10k images.
   That fine-tune is a quick signal rather than MAE's recipe: mixup, cutmix, RandAugment and random
   erasing, made for 100 epochs, hold back learning in so few updates (on our tiny ViT: about 30 % instead

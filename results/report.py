@@ -1,6 +1,6 @@
 """``emae report``: the paper's tables rebuilt from its published numbers and our result records.
 
-Writes into ``--out``: ``report.md`` (for the README), ``report.html`` (one page, figures embedded),
+Writes into ``--out``: ``report.md`` (Markdown), ``report.html`` (one page, figures embedded),
 ``report.tex`` (booktabs), one CSV of numbers per table (``table_II.csv``, ..., ``cost.csv``, and
 ``performance.csv`` when there are benchmark records) and the
 figures as PNG: ``lp_vs_epochs.png`` (Table XII) and, once there are pre-training records with accuracies,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from mmengine.config import Config, DictAction
 
-from emae.checkpoint import EncoderInfo, check_shape
+from emae.checkpoint import NORM_EPS, EncoderInfo, check_shape
 from emae.errors import EmaeError
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -113,6 +113,13 @@ def check_encoder(cfg: Config, info: EncoderInfo, checkpoint: str | os.PathLike)
     check_shape(info, {"patch_size": backbone.get("patch_size"), "embed_dim": backbone.get("embed_dims"),
                        "depth": backbone.get("num_layers"), "num_heads": backbone.get("num_heads"),
                        "in_chans": backbone.get("in_channels")}, checkpoint, "the config's backbone")
+
+
+def set_norm_eps(cfg: Config, eps: float) -> None:
+    """The backbone's LayerNorms take the checkpoint's epsilon where it is not mmseg's MAE default (1e-6): a
+    Hugging Face ViT's 1e-12."""
+    if eps != NORM_EPS:
+        cfg.model.backbone.norm_cfg = dict(type="LN", eps=eps)
 
 
 def set_iterations(cfg: Config, iters: int) -> None:

@@ -60,6 +60,7 @@ from segmentation.config import (  # noqa: E402
     config_path,
     describe,
     parse_cfg_options,
+    set_norm_eps,
     summary,
 )
 from segmentation.resume import PlainCheckpointState  # noqa: E402
@@ -120,7 +121,7 @@ def segment(cfg: SegmentConfig) -> list[Record]:
     """Train and evaluate UperNet on ``cfg.checkpoint``'s encoder; returns the records (new or already written)."""
     started = time.perf_counter()
     checkpoint = cfg.checkpoint
-    if not Path(checkpoint).is_file():
+    if not Path(checkpoint).exists():
         raise EmaeError(f"{checkpoint}: checkpoint not found")
     if cfg.launcher != "none" and not torch.cuda.is_available():
         raise EmaeError(f"--launcher {cfg.launcher} needs GPUs: mmengine's launchers run one process per GPU")
@@ -142,6 +143,7 @@ def segment(cfg: SegmentConfig) -> list[Record]:
 
     weights = read_weights(checkpoint)
     check_encoder(mmcfg, weights.info, checkpoint)
+    set_norm_eps(mmcfg, weights.info.norm_eps)
     resumed = (work_dir / "last_checkpoint").is_file()
     created = [d for d in (out, work_dir) if not d.exists()]
     try:  # a run that fails before training leaves no folder behind

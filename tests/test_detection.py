@@ -4,16 +4,24 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from datetime import timedelta
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
 
 pytest.importorskip("detectron2")
 
 from detectron2.checkpoint import DetectionCheckpointer  # noqa: E402
 from detectron2.config import instantiate  # noqa: E402
+from detectron2.layers import Conv2d, NaiveSyncBatchNorm, get_norm  # noqa: E402
+from detectron2.structures import BitMasks, Boxes, Instances  # noqa: E402
+from detectron2.utils.events import EventStorage  # noqa: E402
 from pycocotools import mask as mask_utils  # noqa: E402
 
 from detection import cli as detect_cli  # noqa: E402
@@ -74,6 +82,96 @@ def test_config_builds(name):
         assert cfg.optimizer.params.lr_factor_func("backbone.net.blocks.0.attn.qkv.weight") == pytest.approx(0.7**12)
     if "cascade" in name:
         assert len(model.roi_heads.box_predictor) == 3
+
+
+def _head_nodes(cfg) -> list:
+    """The LazyConfig nodes of a config's box head(s) (one, or a cascade's three) and mask head."""
+    heads = cfg.model.roi_heads
+    return [*(heads.box_heads if "box_heads" in heads else [heads.box_head]), heads.mask_head]
+
+
+@pytest.mark.parametrize("name", available_configs())
+def test_heads_train_on_a_batch_without_rois(name):
+    """The crop can leave every image of a GPU without an instance; its mask head then gets no RoI. Every
+    config's heads train on that (detectron2's ``Conv2d`` refuses it with ``nn.SyncBatchNorm``)."""
+    for node in _head_nodes(load_config(name, [])):
+        head = instantiate(node).train()
+        shape = node.input_shape
+        rois = torch.zeros(0, shape.channels, shape.height, shape.width, requires_grad=True)
+        out = head.layers(rois) if hasattr(head, "layers") else head(rois)  # a mask head's layers take the RoIs
+        out.sum().backward()
+        assert out.shape[0] == 0 and rois.grad.shape == rois.shape
+
+
+TINY = 64  # the image size of the small model built from vit_fpn_mask_rcnn_vit_b
+
+
+def _small_vit_fpn(opts: tuple[str, ...] = ()) -> nn.Module:
+    """``vit_fpn_mask_rcnn_vit_b``'s model, in training mode, with a 32-wide ViT on 64-px images (2x2
+    windows) and 16 RoIs per image: its pyramid, FPN, heads and norms as the config builds them."""
+    cfg = load_config("vit_fpn_mask_rcnn_vit_b", list(opts))
+    cfg.model.backbone.bottom_up.net.update(img_size=TINY, embed_dim=32, num_heads=2, window_size=2)
+    cfg.model.backbone.square_pad = TINY
+    cfg.model.roi_heads.batch_size_per_image = 16
+    torch.manual_seed(0)
+    return instantiate(cfg.model).train()
+
+
+def _step_without_instances(model: nn.Module) -> dict[str, float]:
+    """One training forward and backward of a batch of one image with no instance; returns the losses."""
+    instances = Instances((TINY, TINY), gt_boxes=Boxes(torch.zeros(0, 4)), gt_classes=torch.zeros(0, dtype=torch.long),
+                          gt_masks=BitMasks(torch.zeros(0, TINY, TINY, dtype=torch.bool)))
+    batch = [{"image": torch.rand(3, TINY, TINY) * 255, "height": TINY, "width": TINY, "instances": instances}]
+    with EventStorage():
+        losses = model(batch)
+    sum(losses.values()).backward()
+    return {key: value.item() for key, value in losses.items()}
+
+
+def test_vit_fpn_trains_on_an_image_without_instances():
+    """vit_fpn_mask_rcnn_vit_b's norms (GroupNorm in the 4x up-sampling, NaiveSyncBatchNorm with stats_mode
+    "N" in the heads) and a training step on an image whose instances the crop removed: its mask head gets no
+    RoI. With nn.SyncBatchNorm in the mask head, the former config's, that step stops."""
+    model = _small_vit_fpn()
+    assert isinstance(model.backbone.bottom_up.resamplers[0][1], nn.GroupNorm)  # the paper's 4x up-sampling
+    heads = chain(model.roi_heads.box_head.modules(), model.roi_heads.mask_head.modules())
+    norms = [m.norm for m in heads if isinstance(m, Conv2d) and m.norm is not None]
+    assert len(norms) == 8 and all(isinstance(n, NaiveSyncBatchNorm) and n._stats_mode == "N" for n in norms)
+
+    losses = _step_without_instances(model)
+    assert all(math.isfinite(v) for v in losses.values()) and losses["loss_mask"] == 0.0
+    assert model.backbone.bottom_up.net.patch_embed.proj.weight.grad is not None
+    with pytest.raises(AssertionError, match="SyncBatchNorm does not support empty inputs"):
+        _step_without_instances(_small_vit_fpn(("model.roi_heads.mask_head.conv_norm=SyncBN",)))
+
+
+def _two_process_norm(rank: int, norm: str, out: str) -> None:
+    """A rank of :func:`test_heads_norm_takes_a_process_without_rois`: rank 0 has no RoI, rank 1 three; the
+    norm's forward and a backward in training mode; saves the RoIs, the output and their gradient."""
+    dist.init_process_group("gloo", init_method=f"file://{out}/store", rank=rank, world_size=2,
+                            timeout=timedelta(seconds=60))
+    try:
+        torch.manual_seed(0)
+        rois = torch.randn(3, 4, 5, 5)[: 3 * rank].requires_grad_()
+        result = get_norm(norm, 4).train()(rois)
+        (result * torch.arange(result.numel()).reshape(result.shape)).sum().backward()
+        torch.save({"rois": rois.detach(), "out": result.detach(), "grad": rois.grad}, f"{out}/{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_heads_norm_takes_a_process_without_rois(tmp_path):
+    """With two processes (gloo on the CPU), the heads' norm of vit_fpn_mask_rcnn_vit_b runs on a process that
+    has no RoI, and weighting by RoIs gives the other the statistics and gradient of its own RoIs alone."""
+    norm = load_config("vit_fpn_mask_rcnn_vit_b", []).model.roi_heads.mask_head.conv_norm
+    torch.multiprocessing.spawn(_two_process_norm, args=(norm, str(tmp_path)), nprocs=2)
+    empty, full = (torch.load(tmp_path / f"{rank}.pt") for rank in range(2))
+    assert empty["out"].shape == empty["grad"].shape == (0, 4, 5, 5)
+    rois = full["rois"].requires_grad_()
+    expected = F.batch_norm(rois, None, None, training=True)  # one process's BatchNorm of the same RoIs
+    (expected * torch.arange(expected.numel()).reshape(expected.shape)).sum().backward()
+    assert torch.allclose(full["out"], expected, atol=1e-5) and torch.allclose(full["grad"], rois.grad, atol=1e-4)
 
 
 @pytest.mark.fmnist

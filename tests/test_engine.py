@@ -6,14 +6,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from timm.optim import param_groups_weight_decay
 
 from emae import methods
-from emae.checkpoint import load_checkpoint
+from emae.checkpoint import load_checkpoint, save_checkpoint
 from emae.cli import main as cli_main
 from emae.config import PretrainConfig
-from emae.engine import train
+from emae.engine import build_optimizer, train
 from emae.errors import EmaeError
 from emae.methods import METHODS
+from emae.models import build_model
 from emae.records import read_records
 from emae.steps import NonFiniteLossError
 
@@ -157,6 +159,42 @@ def test_resume_refuses_to_change_what_the_run_computes(tmp_path, capsys):
     train(small(tmp_path, epochs=1))
     code = cli_main(["pretrain", "--output-dir", str(tmp_path), "--resume", "--method", "mae"])
     assert code == 2 and "cannot change ['method'] when resuming" in capsys.readouterr().err
+
+
+def test_optimizer_decays_what_official_mae_decays():
+    """MAE's main_pretrain.py groups the parameters with timm's add_weight_decay and no skip list: the 3-D
+    cls_token and mask_token decay with the weight matrices; biases and norms (1-D) do not; the fixed sin-cos
+    position embeddings do not train. One fused AdamW over both groups."""
+    cfg = PretrainConfig()
+    model = build_model(cfg.arch, cfg.img_size, cfg.in_chans)
+    optimizer = build_optimizer(model, cfg, lr=1e-3)
+    names = {id(p): name for name, p in model.named_parameters()}
+    groups = {g["weight_decay"]: {names[id(p)] for p in g["params"]} for g in optimizer.param_groups}
+    matrices = [f"{stack}.{i}.{layer}.weight" for stack, depth in (("blocks", len(model.blocks)),
+                                                                   ("decoder_blocks", len(model.decoder_blocks)))
+                for i in range(depth) for layer in ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2")]
+    assert groups[cfg.weight_decay] == {"cls_token", "mask_token", "patch_embed.proj.weight", "decoder_embed.weight",
+                                        "decoder_pred.weight", *matrices}
+    untrained = {"pos_embed", "decoder_pos_embed"}
+    assert groups[0.0] == set(names.values()) - groups[cfg.weight_decay] - untrained
+    assert all(name.endswith(".bias") or model.get_parameter(name).ndim == 1 for name in groups[0.0])
+    assert not any(model.get_parameter(name).requires_grad for name in untrained)
+    assert isinstance(optimizer, torch.optim.AdamW) and all(g["fused"] for g in optimizer.param_groups)
+
+
+def test_a_run_whose_tokens_were_not_decayed_is_not_resumed(tmp_path, capsys):
+    """A checkpoint of the former grouping (cls_token and mask_token without decay)
+    has other parameter groups: resuming it is an error naming the checkpoint."""
+    train(small(tmp_path, epochs=1))
+    path = tmp_path / "checkpoint.pth"
+    ckpt = load_checkpoint(path)
+    model = build_model("vit_tiny_fmnist", 32, 1)
+    former = param_groups_weight_decay(model, 0.05, no_weight_decay_list={"cls_token", "mask_token"})
+    ckpt["optimizer"] = torch.optim.AdamW(former).state_dict()
+    save_checkpoint(ckpt, path)
+    code = cli_main(["pretrain", "--output-dir", str(tmp_path), "--resume", "--epochs", "2"])
+    assert code == 2 and f"{path}: its optimizer state does not fit this version's parameter groups" in \
+        capsys.readouterr().err
 
 
 def test_two_process_ddp_run_on_cpu(tmp_path):

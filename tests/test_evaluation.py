@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -13,10 +14,13 @@ from PIL import Image
 from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer
 from timm.optim import create_optimizer_v2
+from torchvision import transforms
+from torchvision.transforms import InterpolationMode
 
 from emae.checkpoint import read_weights, save_safetensors
 from emae.cli import main as cli_main
 from emae.config import PretrainConfig
+from emae.data import TFRandomResizedCrop
 from emae.engine import train
 from emae.errors import EmaeError
 from emae.export import export_checkpoint
@@ -30,7 +34,7 @@ from evaluation.finetune import FinetuneConfig, finetuned_accuracy, load_finetun
 from evaluation.finetune import run as run_finetune
 from evaluation.knn import KnnConfig, knn_scores
 from evaluation.knn import run as run_knn
-from evaluation.linprobe import HeadGrid, LinprobeConfig, lars
+from evaluation.linprobe import HeadGrid, LinprobeConfig, lars, train_transform
 from evaluation.linprobe import run as run_linprobe
 
 pytestmark = pytest.mark.fmnist
@@ -318,6 +322,43 @@ def test_lars_adapts_the_weights_and_not_the_biases():
            [(0.1, True, 2), (0.1, False, 1), (1.0, True, 2), (1.0, False, 1)]
     assert grid(torch.randn(5, 8)).shape == (2, 5, 3)
     assert torch.allclose(grid.heads[0][1].weight.std(), torch.tensor(0.01), rtol=0.5)
+
+
+def _boxes(crop: type[transforms.RandomResizedCrop], width: int, height: int, count: int,
+           scale=(0.08, 1.0)) -> list[tuple[int, int, int, int]]:
+    """``count`` boxes ``(top, left, height, width)`` the crop draws on a ``width`` x ``height`` image (seed 0)."""
+    image = Image.new("RGB", (width, height))
+    torch.manual_seed(0)
+    return [crop.get_params(image, scale, (3 / 4, 4 / 3)) for _ in range(count)]
+
+
+def _mean_area(boxes, width: int, height: int) -> float:
+    """The boxes' mean area as a fraction of the image's."""
+    return sum(h * w for _, _, h, w in boxes) / len(boxes) / (width * height)
+
+
+def test_linprobe_crop_draws_once_as_mae_does():
+    """MAE's linear-probe crop keeps the one box it draws (clipped to the image): larger boxes on average than
+    torchvision's, which draws again until a box fits unclipped and else takes the centre."""
+    assert _mean_area(_boxes(TFRandomResizedCrop, 500, 375, 4000), 500, 375) == pytest.approx(0.52, abs=0.015)
+    assert _mean_area(_boxes(transforms.RandomResizedCrop, 500, 375, 4000), 500, 375) == pytest.approx(0.44, abs=0.015)
+    # where no box needs clipping, the area is uniform in the scale and the log aspect ratio symmetric
+    boxes = _boxes(TFRandomResizedCrop, 1000, 1000, 4000, scale=(0.2, 0.5))
+    assert _mean_area(boxes, 1000, 1000) == pytest.approx(0.35, abs=0.005)
+    assert sum(math.log(w / h) for _, _, h, w in boxes) / len(boxes) == pytest.approx(0.0, abs=0.01)
+
+
+@pytest.mark.parametrize("width, height", [(500, 375), (375, 500), (28, 28), (1000, 20), (3, 400), (1, 1)])
+def test_linprobe_crop_boxes_lie_inside_the_image(width, height):
+    for top, left, h, w in _boxes(TFRandomResizedCrop, width, height, 500):
+        assert 1 <= h and 0 <= top and top + h <= height and 1 <= w and 0 <= left and left + w <= width
+
+
+def test_full_linear_probe_trains_on_mae_crops():
+    crop = train_transform(LinprobeConfig(checkpoint="c.pth"), 32).transforms[0]
+    assert type(crop) is TFRandomResizedCrop and crop.size == (32, 32)
+    assert (crop.scale, crop.interpolation) == ((0.08, 1.0), InterpolationMode.BICUBIC)
+    assert crop(Image.new("L", (500, 375))).size == (32, 32)
 
 
 def _resolve(cls, argv):

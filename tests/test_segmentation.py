@@ -34,6 +34,7 @@ from segmentation.config import (  # noqa: E402
     build_config,
     check_data_layout,
     config_names,
+    config_path,
     parse_cfg_options,
     set_iterations,
     summary,
@@ -96,6 +97,38 @@ def test_configs_follow_the_papers_recipe(tmp_path):
         build_config("nope", tmp_path, seed=0)
     with pytest.raises(EmaeError, match="iters must be >= 1"):
         set_iterations(tiny, 0)
+
+
+def _flat(value, prefix: str = "") -> dict:
+    """A config as ``{"dotted.key": leaf}``; lists of dicts (pipelines, schedulers) are indexed by position.
+    mmengine's ``_scope_`` marks (added to configs that inherit with ``mmseg::``) are left out."""
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items() if key != "_scope_"
+                for k, v in _flat(item, f"{prefix}{key}.").items()}
+    if isinstance(value, (list, tuple)) and any(isinstance(item, dict) for item in value):
+        return {k: v for i, item in enumerate(value) for k, v in _flat(item, f"{prefix}{i}.").items()}
+    return {prefix[:-1]: value}
+
+
+def test_vit_b_preset_is_mmseg_mae_recipe_but_for_the_documented_keys():
+    """segmentation/README.md's recipe table: the ViT-B preset is mmseg's shipped MAE config key for key,
+    except the weights (set per run), the records' dataset name, the layer-decay constructor's form (the same
+    rates) and where label 0 is dropped (the dataset's reduce_zero_label instead of LoadAnnotations')."""
+    import mmseg
+
+    shipped = Config.fromfile(str(Path(mmseg.__file__).parent / ".mim/configs/mae/"
+                                  "mae-base_upernet_8xb2-amp-160k_ade20k-512x512.py"))
+    ours = Config.fromfile(str(config_path(VIT_B)))
+    theirs, mine = _flat(shipped.to_dict()), _flat(ours.to_dict())
+    differing = {k for k in theirs.keys() | mine.keys() if theirs.get(k, "absent") != mine.get(k, "absent")}
+    annotations = {f"{loader}_dataloader.dataset.pipeline.{i}.reduce_zero_label" for loader, i in
+                   (("train", 1), ("val", 2), ("test", 2))} | {"train_pipeline.1.reduce_zero_label",
+                                                               "test_pipeline.2.reduce_zero_label"}
+    assert differing == {"model.pretrained", "model.backbone.init_cfg", "dataset_name", "optim_wrapper.constructor",
+                         "optim_wrapper.paramwise_cfg.layer_decay_rate", "optim_wrapper.paramwise_cfg.decay_rate",
+                         "optim_wrapper.paramwise_cfg.decay_type", *annotations}
+    assert theirs["optim_wrapper.paramwise_cfg.layer_decay_rate"] == mine["optim_wrapper.paramwise_cfg.decay_rate"]
+    assert all(theirs[k] is True and k not in mine for k in annotations)
 
 
 def test_conversion_renames_every_encoder_key():

@@ -8,6 +8,8 @@ ViTDet's ``SimpleFeaturePyramid`` keeps its ViT) and leaves out what that ViT do
   (``pretrain_use_cls_token=True``, detectron2's default), which the ViT drops before interpolating the
   patch grid to the detection image size.
 - ``norm.weight`` / ``norm.bias``: ViTDet has no final LayerNorm; the feature pyramid normalises.
+- a fine-tuned checkpoint's ``fc_norm`` (its ``head`` is already left out of the encoder by
+  :func:`emae.checkpoint.read_weights`), as the mmseg export leaves both out.
 
 The relative-position tables (``attn.rel_pos_h`` / ``rel_pos_w``) are not pre-trained and start at zero.
 
@@ -22,7 +24,7 @@ from emae.checkpoint import EncoderInfo
 
 CONTAINER = "model"
 PREFIX = "backbone.net."
-DROPPED = ("cls_token", "norm.weight", "norm.bias")
+DROPPED = ("cls_token", "norm.weight", "norm.bias", "fc_norm.weight", "fc_norm.bias")
 
 
 def convert(encoder: dict[str, Tensor], info: EncoderInfo) -> dict[str, Tensor]:
