@@ -33,19 +33,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from analysis.loader import (
-    MASK_HELP,
-    LoadedMAE,
-    RecordedAnalysisConfig,
-    add_config_arguments,
-    batches,
-    check_choice,
-    each_model,
-    load_models,
-    record_base,
-    records_path,
-    write_outputs,
-)
+from analysis.loader import (MASK_HELP, LoadedMAE, RecordedAnalysisConfig, add_config_arguments, batches, check_choice,
+                             each_model, load_models, record_base, records_path, write_outputs)
 from emae.errors import EmaeError
 from emae.losses import patchify, pixel_targets
 from emae.reconstruct import pairwise_consistency, predict, random_masks, unnormalize_predictions

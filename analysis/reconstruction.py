@@ -34,19 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from analysis.loader import (
-    MASK_HELP,
-    LoadedMAE,
-    RecordedAnalysisConfig,
-    add_config_arguments,
-    batches,
-    check_choice,
-    each_model,
-    load_models,
-    record_base,
-    records_path,
-    write_outputs,
-)
+from analysis.loader import (MASK_HELP, LoadedMAE, RecordedAnalysisConfig, add_config_arguments, batches, check_choice,
+                             each_model, load_models, record_base, records_path, write_outputs)
 from emae.checkpoint import load_checkpoint, model_state, read_vit_shape
 from emae.errors import EmaeError
 from emae.export import timm as timm_export

@@ -24,16 +24,8 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
-from analysis.loader import (
-    MASK_HELP,
-    AnalysisConfig,
-    LoadedMAE,
-    add_config_arguments,
-    check_choice,
-    eval_dataset,
-    image_transform,
-    load_models,
-)
+from analysis.loader import (MASK_HELP, AnalysisConfig, LoadedMAE, add_config_arguments, check_choice, eval_dataset,
+                             image_transform, load_models)
 from emae.errors import EmaeError
 from emae.reconstruct import UNNORM_STATS, masked_inputs, reconstruct, seeded_masks, to_unit_range
 from emae.settings import pick_device

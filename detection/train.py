@@ -42,16 +42,8 @@ from detection.datasets import check_same_categories, find_split, read_categorie
 from emae import records, settings
 from emae.checkpoint import NORM_EPS, SHAPE_WORDS, EncoderInfo, check_shape
 from emae.errors import EmaeError
-from emae.records import (
-    RECORDS_FILE,
-    Record,
-    backbone_fields,
-    check_rerun,
-    provenance,
-    record_dataset,
-    sha256_file,
-    write_records,
-)
+from emae.records import (RECORDS_FILE, Record, backbone_fields, check_rerun, provenance, record_dataset, sha256_file,
+                          write_records)
 from emae.settings import CONFIG_FILE, pick_device
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"

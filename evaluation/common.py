@@ -29,18 +29,8 @@ from emae.config import PretrainConfig, preset_config
 from emae.data import FASHION_MNIST_DIR, FASHION_MNIST_MEAN, FASHION_MNIST_STD, build_dataset
 from emae.distributed import DistInfo, init_distributed
 from emae.errors import EmaeError
-from emae.records import (
-    PIXELS,
-    RECORDS_FILE,
-    VARIANT_FIELDS,
-    Record,
-    backbone_fields,
-    changed_fields,
-    check_rerun,
-    provenance,
-    sha256_file,
-    write_records,
-)
+from emae.records import (PIXELS, RECORDS_FILE, VARIANT_FIELDS, Record, backbone_fields, changed_fields, check_rerun,
+                          provenance, sha256_file, write_records)
 from emae.settings import autocast_dtype, pick_device
 from evaluation.presets import preset_values
 

@@ -34,15 +34,8 @@ from emae.records import print_records
 from emae.settings import autocast_dtype, pick_device
 from emae.steps import accumulation_steps
 from evaluation.backbone import build_vit, print_load, vit_kwargs
-from evaluation.common import (
-    CHECKPOINT,
-    EvalConfig,
-    add_config_arguments,
-    eval_datasets,
-    resolve_config,
-    start_run,
-    write_run_records,
-)
+from evaluation.common import (CHECKPOINT, EvalConfig, add_config_arguments, eval_datasets, resolve_config, start_run,
+                               write_run_records)
 from evaluation.training import Trainer, cosine_schedule, evaluate, fit, image_loaders
 
 

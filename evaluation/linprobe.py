@@ -32,15 +32,8 @@ from emae.errors import EmaeError
 from emae.records import PIXELS, print_records
 from emae.steps import accumulation_steps
 from evaluation.backbone import build_vit, print_load
-from evaluation.common import (
-    EvalConfig,
-    EvalRun,
-    add_config_arguments,
-    eval_datasets,
-    resolve_config,
-    start_run,
-    write_run_records,
-)
+from evaluation.common import (EvalConfig, EvalRun, add_config_arguments, eval_datasets, resolve_config, start_run,
+                               write_run_records)
 from evaluation.features import FrozenEncoder, evaluation_features
 from evaluation.training import Trainer, cosine_schedule, fit, image_loaders
 

@@ -20,15 +20,8 @@ from typing import ClassVar
 from emae.errors import EmaeError
 from emae.methods import METHODS
 from emae.settings import CommandConfig
-from experiments.pipeline import (
-    STAGE_HELP,
-    Stage,
-    baseline_stages,
-    classification_stages,
-    pretrain_stage,
-    run_stages,
-    split_flags,
-)
+from experiments.pipeline import (STAGE_HELP, Stage, baseline_stages, classification_stages, pretrain_stage, run_stages,
+                                  split_flags)
 
 
 def parse_runs(specs: Iterable[str]) -> list[tuple[str, int]]:

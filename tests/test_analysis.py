@@ -12,30 +12,16 @@ from torch import nn
 
 from analysis.consistency import consistency_of
 from analysis.loader import LoadedMAE, load_mae_model
-from analysis.reconstruction import (
-    FID_WEIGHTS,
-    build_fid,
-    build_lpips,
-    classify,
-    evaluate,
-    load_classifier,
-    lpips_distance,
-    ssim,
-)
+from analysis.reconstruction import (FID_WEIGHTS, build_fid, build_lpips, classify, evaluate, load_classifier,
+                                     lpips_distance, ssim)
 from analysis.visualize import LABEL_WIDTH, TITLE_HEIGHT, VisualizeConfig, compose_grid, grid_size
 from emae.checkpoint import save_checkpoint
 from emae.errors import EmaeError
 from emae.losses import patchify, pixel_targets
 from emae.masking import random_masking
 from emae.models import MaskedAutoencoderViT, build_model
-from emae.reconstruct import (
-    masked_inputs,
-    pairwise_consistency,
-    random_masks,
-    reconstruct,
-    seeded_masks,
-    unnormalize_predictions,
-)
+from emae.reconstruct import (masked_inputs, pairwise_consistency, random_masks, reconstruct, seeded_masks,
+                              unnormalize_predictions)
 from emae.records import read_records
 from emae.settings import CONFIG_FILE
 from results.tables import build_tables, load_reference, records_frame

@@ -2,15 +2,8 @@ import pytest
 import torch
 
 from emae.errors import EmaeError
-from emae.masking import (
-    complementary_mask,
-    make_part_masks,
-    mask_from_ids,
-    noise_shape,
-    parallel_mask,
-    random_k_masks,
-    random_masking,
-)
+from emae.masking import (complementary_mask, make_part_masks, mask_from_ids, noise_shape, parallel_mask,
+                          random_k_masks, random_masking)
 
 B, N = 5, 64
 
