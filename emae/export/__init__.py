@@ -18,16 +18,10 @@ import importlib
 import os
 from pathlib import Path
 
-from torch import Tensor
-
-from emae.checkpoint import EncoderInfo, Weights, read_weights, save_checkpoint, save_safetensors
+from emae.checkpoint import Weights, read_weights, save_checkpoint, save_safetensors
 from emae.errors import EmaeError
 
 TARGETS = {"timm": "emae.export.timm", "detectron2": "emae.export.detectron2", "mmseg": "emae.export.mmseg"}
-
-
-def convert_encoder(encoder: dict[str, Tensor], info: EncoderInfo, target: str) -> dict[str, Tensor]:
-    return _target(target).convert(encoder, info)
 
 
 def _target(name: str):
