@@ -21,11 +21,13 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from emae import settings
 from emae.data import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, FashionMNIST, generated_dataset
 from emae.errors import EmaeError
 from emae.records import META_FILE, SCENES
@@ -145,22 +147,43 @@ def _summaries(out: Path, meta: dict) -> list[dict]:
     return [dict(s, json=str(out / s["json"])) for s in meta["splits"]]
 
 
+@dataclass(frozen=True)
+class SceneDataConfig(settings.CommandConfig):
+    """``emae data detection``'s config: defaults < ``--config FILE`` < flags (the folder's ``meta.json`` keeps
+    the settings the scenes were made with)."""
+
+    help_for: ClassVar[dict[str, str]] = {
+        "out": "output folder (required)", "fashion_mnist": "folder of the Fashion-MNIST idx files",
+        "train": "training scenes", "val": "validation scenes", "size": "scene side in pixels",
+        "items": "items per scene: MIN MAX", "scale": "item scale range: MIN MAX (1 = 28 px)"}
+
+    out: str = ""
+    fashion_mnist: str = FASHION_MNIST_DIR
+    train: int = 1000
+    val: int = 100
+    size: int = SceneSpec.size
+    items: tuple[int, ...] = (SceneSpec.min_items, SceneSpec.max_items)
+    scale: tuple[float, ...] = (SceneSpec.min_scale, SceneSpec.max_scale)
+    seed: int = 0
+
+    def validate(self) -> "SceneDataConfig":
+        settings.require(self, ("out",))
+        for name in ("items", "scale"):
+            if len(getattr(self, name)) != 2:
+                raise EmaeError(f"{name} takes two values, MIN MAX; got {list(getattr(self, name))}")
+        self.spec()
+        return self
+
+    def spec(self) -> SceneSpec:
+        return SceneSpec(self.size, *self.items, *self.scale).validate()
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--fashion-mnist", default=FASHION_MNIST_DIR, help="folder of the Fashion-MNIST idx files")
-    parser.add_argument("--train", type=int, default=1000, help="training scenes")
-    parser.add_argument("--val", type=int, default=100, help="validation scenes")
-    defaults = SceneSpec()
-    parser.add_argument("--size", type=int, default=defaults.size, help="scene side in pixels")
-    parser.add_argument("--items", type=int, nargs=2, default=(defaults.min_items, defaults.max_items),
-                        metavar=("MIN", "MAX"), help="items per scene")
-    parser.add_argument("--scale", type=float, nargs=2, default=(defaults.min_scale, defaults.max_scale),
-                        metavar=("MIN", "MAX"), help="item scale range (1 = 28 px)")
-    parser.add_argument("--seed", type=int, default=0)
+    SceneDataConfig.add_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
-    spec = SceneSpec(args.size, args.items[0], args.items[1], args.scale[0], args.scale[1])
-    for summary in make_dataset(args.out, args.fashion_mnist, args.train, args.val, spec, args.seed):
+    cfg = SceneDataConfig.resolve(args)
+    for summary in make_dataset(cfg.out, cfg.fashion_mnist, cfg.train, cfg.val, cfg.spec(), cfg.seed):
         print(json.dumps(summary))
     return 0

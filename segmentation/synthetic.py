@@ -18,11 +18,14 @@ Layout (ADE20K's ``ADEChallengeData2016``): ``images/{training,validation}/*.jpg
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 from PIL import Image
 
+from emae import settings
 from emae.data import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, FashionMNIST, generated_dataset
 from emae.errors import EmaeError
 from emae.records import SCENES
@@ -115,19 +118,37 @@ def generate(out: str | Path, fashion_mnist: str | Path = FASHION_MNIST_DIR, tra
     return generated_dataset(out, settings, "segmentation", write)
 
 
+@dataclass(frozen=True)
+class SegmentationDataConfig(settings.CommandConfig):
+    """``emae data segmentation``'s config: defaults < ``--config FILE`` < flags (the folder's ``meta.json``
+    keeps the settings the scenes were made with)."""
+
+    help_for: ClassVar[dict[str, str]] = {
+        "out": "dataset folder to create, in ADE20K's layout (required)",
+        "fashion_mnist": "folder of Fashion-MNIST's idx files", "train": "training scenes",
+        "val": "validation scenes", "size": "scene side in pixels"}
+
+    out: str = ""
+    fashion_mnist: str = FASHION_MNIST_DIR
+    train: int = 2000
+    val: int = 200
+    size: int = 64
+    seed: int = 0
+
+    def validate(self) -> "SegmentationDataConfig":
+        settings.require(self, ("out",))
+        return self
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, help="dataset folder to create (ADE20K's layout)")
-    parser.add_argument("--fashion-mnist", default=FASHION_MNIST_DIR, help="folder of Fashion-MNIST's idx files")
-    parser.add_argument("--train", type=int, default=2000, help="training scenes")
-    parser.add_argument("--val", type=int, default=200, help="validation scenes")
-    parser.add_argument("--size", type=int, default=64, help="scene side in pixels")
-    parser.add_argument("--seed", type=int, default=0)
+    SegmentationDataConfig.add_arguments(parser)
 
 
 def main(args: argparse.Namespace) -> int:
-    meta = generate(args.out, args.fashion_mnist, args.train, args.val, args.size, args.seed)
+    cfg = SegmentationDataConfig.resolve(args)
+    meta = generate(cfg.out, cfg.fashion_mnist, cfg.train, cfg.val, cfg.size, cfg.seed)
     base = meta["all_background_val"]
-    print(f"{args.out}: {meta['settings']['train']} training and {meta['settings']['val']} validation scenes, "
+    print(f"{cfg.out}: {meta['settings']['train']} training and {meta['settings']['val']} validation scenes, "
           f"{len(meta['classes'])} classes; predicting background everywhere scores mIoU {base['mIoU']:.2f}, "
           f"mAcc {base['mAcc']:.2f}, aAcc {base['aAcc']:.2f} on validation")
     return 0
