@@ -42,6 +42,9 @@ class PretrainConfig(settings.CommandConfig):
     # optimisation
     epochs: int = 10  # 0: write the untrained backbone (the initialised model) and stop
     warmup_epochs: int = 1
+    # > 0: train for this many seconds (MAE's wall time, for EMAE at equal time): the updates that fit, at most
+    # epochs' worth, with the schedule (warm-up share and cosine) fitted to them (emae.engine.TimeBudget)
+    time_budget_s: float = 0.0
     batch_size: int = 256  # per process
     effective_batch: int = 0  # 0: batch_size x processes; larger values accumulate gradients
     blr: float = 1.5e-4  # lr = blr x effective batch / 256
@@ -106,9 +109,9 @@ class PretrainConfig(settings.CommandConfig):
                 raise EmaeError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.epochs and not 0 <= self.warmup_epochs <= self.epochs:
             raise EmaeError(f"warmup_epochs={self.warmup_epochs} must be within [0, epochs={self.epochs}]")
+        if not self.time_budget_s >= 0:
+            raise EmaeError(f"time_budget_s must be >= 0 seconds (0: no budget), got {self.time_budget_s}")
         return self
-
-
 
 
 _IMAGENET_DATA = dict(dataset="imagefolder", data_name="imagenet-1k", img_size=224, in_chans=3, mean=IMAGENET_MEAN,

@@ -28,6 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
+from emae import progress
 from emae import steps as gradient_steps
 from emae.checkpoint import load_checkpoint, save_checkpoint, untrained_checkpoint
 from emae.config import PretrainConfig, add_config_arguments, explicit_values, resolve_config
@@ -43,7 +44,6 @@ from emae.settings import autocast_dtype, pick_device
 from emae.steps import GradientSteps
 
 LAST = "checkpoint.pth"
-# what a resumed run may change: how it runs, not what it computes
 # what a resumed run may change: how it runs (emae.records.RUN_FIELDS), and its length (a schedule extended)
 RESUME_OVERRIDES = frozenset({f.name for f in fields(PretrainConfig)} & (RUN_FIELDS | {"epochs"}) - {"output_dir"})
 
@@ -56,6 +56,50 @@ def accumulation_steps(cfg: PretrainConfig, world_size: int) -> int:
 def learning_rate(cfg: PretrainConfig, world_size: int) -> float:
     """The absolute lr: ``lr`` if given, else ``blr x effective batch / 256`` (MAE's rule)."""
     return cfg.lr or cfg.blr * cfg.batch_size * world_size * accumulation_steps(cfg, world_size) / 256
+
+
+def cosine_schedule(optimizer: torch.optim.Optimizer, cfg: PretrainConfig, total_updates: int) -> CosineLRScheduler:
+    """MAE's per-update schedule over ``total_updates``: linear warm-up from 0 for the config's share of them
+    (``warmup_epochs / epochs``: ``warmup_epochs`` epochs of a run of ``epochs``), then half-cycle cosine to
+    ``min_lr``."""
+    warmup = round(total_updates * cfg.warmup_epochs / cfg.epochs)
+    return CosineLRScheduler(optimizer, t_initial=max(total_updates - warmup, 1), lr_min=cfg.min_lr, warmup_t=warmup,
+                             warmup_lr_init=0.0, warmup_prefix=True, t_in_epochs=False)
+
+
+@dataclass
+class TimeBudget:
+    """A pre-training of ``seconds`` of training time (``--time-budget-s``): the updates after the first and up to
+    the ``PROBE``-th are timed, and the run is then given the updates that fit in what is left of the budget at
+    that rate (at most ``cap``, its epochs' worth), with the schedule refitted to them once. The first update,
+    which pays for the loader's start and the kernels' first calls, is not timed."""
+
+    seconds: float
+    cap: int
+    fitted: bool = False
+    _start: tuple[int, float] = (0, 0.0)  # the update and the training time after which the timing began
+
+    PROBE = 12
+
+    def after_update(self, step: int, spent_s: float) -> int | None:
+        """Called after each update with the training seconds so far; returns the run's total updates once it is
+        fitted (None before, and after)."""
+        if self.fitted:
+            return None
+        end = min(self.PROBE, self.cap)
+        if step == 1:
+            self._start = (1, spent_s)
+        if step < end or step < 2:
+            return None
+        self.fitted = True
+        step_s = (spent_s - self._start[1]) / (step - self._start[0])
+        return fitted_updates(self.seconds, spent_s, step_s, step, self.cap)
+
+
+def fitted_updates(budget_s: float, spent_s: float, step_s: float, done: int, cap: int) -> int:
+    """The updates of a run of ``budget_s`` seconds that has made ``done`` in ``spent_s`` and then makes one
+    every ``step_s``: at least ``done``, at most ``cap``."""
+    return min(cap, done + int(max(budget_s - spent_s, 0.0) / step_s))
 
 
 def build_optimizer(model: MaskedAutoencoderViT, cfg: PretrainConfig, lr: float) -> torch.optim.Optimizer:
@@ -238,10 +282,7 @@ def train(cfg: PretrainConfig, resume: str | os.PathLike | None = None) -> dict:
     model: torch.nn.Module = init_model(cfg.arch, cfg.img_size, cfg.in_chans, cfg.seed + info.rank).to(device)
     lr = learning_rate(cfg, info.world_size)
     optimizer = build_optimizer(model, cfg, lr)
-    warmup = cfg.warmup_epochs * updates_per_epoch
-    scheduler = CosineLRScheduler(optimizer, t_initial=max(cfg.epochs * updates_per_epoch - warmup, 1),
-                                  lr_min=cfg.min_lr, warmup_t=warmup, warmup_lr_init=0.0, warmup_prefix=True,
-                                  t_in_epochs=False)
+    total_updates = cfg.epochs * updates_per_epoch
     amp_dtype = autocast_dtype(cfg.amp, device)
     mask_generator = torch.Generator(device=device).manual_seed(cfg.seed + info.rank)
     start_epoch, wall_time = 0, 0.0
@@ -258,9 +299,13 @@ def train(cfg: PretrainConfig, resume: str | os.PathLike | None = None) -> dict:
     log = MetricsLog(out, info.is_main)
     if info.enabled:
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    run = PretrainRun(cfg, model, torch.compile(model) if cfg.compile else model, loader, scheduler,
+    budget = TimeBudget(cfg.time_budget_s, total_updates) if cfg.time_budget_s > 0 else None
+    if ckpt is not None and budget is not None and "total_updates" in ckpt:  # fitted before the checkpoint
+        total_updates, budget.fitted = ckpt["total_updates"], True
+    run = PretrainRun(cfg, model, torch.compile(model) if cfg.compile else model, loader,
+                      cosine_schedule(optimizer, cfg, total_updates),
                       GradientSteps(model, optimizer, device.type, amp_dtype, accum, cfg.clip_grad), mask_generator,
-                      log, info, out)
+                      log, info, out, total_updates=total_updates, budget=budget)
     if ckpt is not None:
         run.steps.scaler.load_state_dict(ckpt["scaler"])
         set_rng_state(ckpt["rng"], mask_generator)
@@ -273,22 +318,26 @@ def train(cfg: PretrainConfig, resume: str | os.PathLike | None = None) -> dict:
         sampler.set_epoch(epoch)
         loader_generator.manual_seed(cfg.seed * 100_003 + epoch)
         started = time.perf_counter()
+        run.wall_before = wall_time
         last_loss, throughput = train_one_epoch(run, epoch)
         wall_time += time.perf_counter() - started
-        done = epoch + 1
+        # a budgeted run that has made its updates ends here, and is saved as finished (its last epoch)
+        done = cfg.epochs if run.step >= run.total_updates else epoch + 1
         if info.is_main and (done % cfg.save_every == 0 or done == cfg.epochs
                              or (cfg.keep_every and done % cfg.keep_every == 0)):
             ckpt = {"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
                     "scaler": run.steps.scaler.state_dict(), "epoch": done, "step": run.step,
-                    "wall_time_s": wall_time, "loss": last_loss, "rng": rng_state(mask_generator),
-                    "config": cfg.to_dict()}
+                    "total_updates": run.total_updates, "wall_time_s": wall_time, "loss": last_loss,
+                    "rng": rng_state(mask_generator), "config": cfg.to_dict()}
             save_checkpoint(ckpt, out / LAST)
             if cfg.keep_every and done % cfg.keep_every == 0:
                 save_checkpoint(ckpt, out / f"checkpoint-{done:04d}.pth")
+        if done == cfg.epochs:
+            break
     log.close()
     summary = {"output_dir": str(out), "checkpoint": str(out / LAST), "epochs": cfg.epochs, "steps": run.step,
-               "wall_time_s": wall_time, "flops_per_iter": flops, "images_per_s": throughput if start_epoch <
-               cfg.epochs else math.nan}
+               "epochs_run": run.step / updates_per_epoch, "wall_time_s": wall_time, "flops_per_iter": flops,
+               "images_per_s": throughput if start_epoch < cfg.epochs else math.nan}
     if info.is_main and start_epoch < cfg.epochs:
         summary["loss"] = last_loss
         write_pretrain_record(cfg, out, summary, accum * cfg.batch_size * info.world_size)
@@ -324,6 +373,9 @@ class PretrainRun:
     info: DistInfo
     out: Path
     step: int = 0  # optimizer updates so far
+    total_updates: int = 0  # where the run ends: its epochs' updates, or those its time budget fits
+    budget: TimeBudget | None = None
+    wall_before: float = 0.0  # training seconds of the epochs before the current one
 
 
 def train_one_epoch(run: PretrainRun, epoch: int) -> tuple[float, float]:
@@ -338,7 +390,7 @@ def train_one_epoch(run: PretrainRun, epoch: int) -> tuple[float, float]:
     skipped = 0
     bar = tqdm(run.loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not info.is_main or None, leave=False)
     for it, (imgs, _, n_skipped) in enumerate(bar):
-        if it >= usable:
+        if it >= usable or run.step >= run.total_updates:
             break
         if it % steps.accum == 0:
             run.scheduler.step_update(run.step)
@@ -359,6 +411,16 @@ def train_one_epoch(run: PretrainRun, epoch: int) -> tuple[float, float]:
             continue
         steps.update()
         run.step += 1
+        if run.budget is not None:
+            fitted = run.budget.after_update(run.step, run.wall_before + time.perf_counter() - started)
+            if fitted is not None:
+                run.total_updates = fitted
+                run.scheduler = cosine_schedule(steps.optimizer, cfg, fitted)
+                if info.is_main:
+                    print(f"time budget {cfg.time_budget_s:.0f} s: {fitted} updates "
+                          f"({fitted / (usable // steps.accum):.2f} epochs)", flush=True)
+        if info.is_main:
+            progress.report(run.step, run.total_updates, "steps", "pretrain")
         mean_terms = all_reduce_mean(terms, info).tolist()
         terms.zero_()
         epoch_loss += mean_terms[0]
@@ -377,8 +439,10 @@ def train_one_epoch(run: PretrainRun, epoch: int) -> tuple[float, float]:
 
 def write_pretrain_record(cfg: PretrainConfig, out: Path, summary: dict, effective_batch: int) -> None:
     extra = {"images_seen": summary["steps"] * effective_batch, "flops_per_iter": summary["flops_per_iter"],
-             "iterations": summary["steps"], "batch_size": effective_batch, "parts": cfg.num_parts(),
-             "images_per_s": summary["images_per_s"], "output_dir": str(out)}
+             "iterations": summary["steps"], "epochs_run": summary["epochs_run"], "batch_size": effective_batch,
+             "parts": cfg.num_parts(), "images_per_s": summary["images_per_s"], "output_dir": str(out)}
+    if cfg.time_budget_s:
+        extra["time_budget_s"] = cfg.time_budget_s
     record = Record(**backbone_fields(cfg.to_dict(), cfg.arch), protocol="pretrain", metric="loss",
                     value=summary["loss"], dataset=cfg.dataset, seed=cfg.seed, extra=extra,
                     **provenance(cfg.to_dict(), out / LAST, summary["wall_time_s"]))

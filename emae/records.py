@@ -44,7 +44,7 @@ LEGACY_NAMES = {
 # the baselines' names in the method field: the untrained backbone (0 pre-training epochs) and raw pixels
 UNTRAINED, PIXELS = "untrained", "pixels"
 # the pre-training settings that tell apart variants of one method (copied into evaluation records' extra)
-VARIANT_FIELDS = ("parts", "mask_ratio", "pixel_weight", "consistency_weight", "norm_pix_loss")
+VARIANT_FIELDS = ("parts", "mask_ratio", "pixel_weight", "consistency_weight", "norm_pix_loss", "time_budget_s")
 
 
 @dataclass(frozen=True)
@@ -257,6 +257,12 @@ def provenance(config: dict, checkpoint: str | os.PathLike | None, wall_time_s: 
         wall_time_s=float(wall_time_s),
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     )
+
+
+def variant_settings(config: dict | None) -> dict:
+    """The pre-training settings of ``config`` that make a variant of its method (:data:`VARIANT_FIELDS`), for an
+    evaluation record's ``extra``, so that the report tells the variants apart."""
+    return {k: config[k] for k in VARIANT_FIELDS if k in (config or {})}
 
 
 def backbone_fields(config: dict | None, arch: str, overrides: dict | None = None) -> dict:

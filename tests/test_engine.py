@@ -208,3 +208,39 @@ def test_two_process_ddp_run_on_cpu(tmp_path):
     assert ckpt["step"] == 4  # 256 images / (2 processes x 32)
     (record,) = read_records(tmp_path / "records.jsonl")  # written once, by rank 0
     assert record.extra["batch_size"] == 64
+
+
+def test_a_time_budget_fits_the_updates_and_the_schedule_to_the_seconds():
+    from emae.engine import TimeBudget, cosine_schedule, fitted_updates
+
+    assert fitted_updates(100.0, 10.0, 0.5, 12, 1000) == 12 + 180  # 90 s left at 0.5 s an update
+    assert fitted_updates(100.0, 10.0, 0.01, 12, 1000) == 1000  # never past the epochs' updates
+    assert fitted_updates(5.0, 10.0, 0.5, 12, 1000) == 12  # the budget is spent: stop now
+    budget = TimeBudget(seconds=60.0, cap=500)
+    timeline = {step: 2.0 + 0.5 * (step - 1) for step in range(1, 20)}  # the first update took 2 s, then 0.5 s each
+    fitted = [(step, budget.after_update(step, spent)) for step, spent in timeline.items()]
+    assert [f for _, f in fitted if f is not None] == [12 + int((60.0 - timeline[12]) / 0.5)]  # once, at update 12
+    assert [s for s, f in fitted if f is not None] == [TimeBudget.PROBE]
+    # the schedule keeps its shape: the preset's share of warm-up (1 epoch in 4), then cosine to min_lr, at any length
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = cosine_schedule(optimizer, PretrainConfig(epochs=4, warmup_epochs=1, blr=1.0, lr=1.0), 40)
+    lrs = []
+    for step in range(40):
+        scheduler.step_update(step)
+        lrs.append(optimizer.param_groups[0]["lr"])
+    assert lrs[:11] == pytest.approx([i / 10 for i in range(11)]) and lrs[-1] < 0.01
+
+
+def test_a_budgeted_run_stops_where_its_budget_ends_and_is_saved_finished(tmp_path, capsys):
+    cfg = small(tmp_path / "run", epochs=4, batch_size=16, time_budget_s=1e-3)  # 16 updates an epoch, 64 at most
+    summary = train(cfg)
+    assert "time budget 0 s: 12 updates (0.75 epochs)" in capsys.readouterr().out
+    assert summary["steps"] == 12 and summary["epochs_run"] == 0.75  # the timed updates, then the spent budget
+    assert len(losses(tmp_path / "run")) == 12
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoint.pth")
+    assert (ckpt["epoch"], ckpt["step"], ckpt["total_updates"]) == (4, 12, 12)  # finished: a resume has nothing to do
+    (record,) = read_records(tmp_path / "run" / "records.jsonl")
+    assert record.extra["time_budget_s"] == 1e-3 and record.extra["iterations"] == 12
+    assert train(cfg, resume=tmp_path / "run" / "checkpoint.pth")["steps"] == 12
+    free = small(tmp_path / "free", epochs=1, batch_size=16, time_budget_s=1e6)
+    assert train(free)["steps"] == 16  # at most its epochs' updates
