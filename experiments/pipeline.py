@@ -1,10 +1,15 @@
 """``emae pipeline``: pre-train -> export -> every evaluation whose framework is installed -> report, for MAE
-and EMAE side by side, with kNN and the linear probe of the untrained backbone and of raw pixels beside them.
+and EMAE side by side, with the untrained backbone through every evaluation and raw pixels under kNN and the
+linear probe beside them.
 
-Each stage is one ``emae`` command run in its own process, with its output in ``ROOT/logs/STAGE.log``;
-the display shows one line per stage. ``ROOT/pipeline.json`` records the finished stages, so a re-run
-skips them (a killed pre-training continues from its checkpoint, a killed evaluation from its own
-state), and the pipeline stops at the first failed stage with that stage's error.
+On the ``fmnist-small`` preset (the small-scale regime where MAE beats the untrained backbone, docs/small-scale.md),
+MAE pre-trains for the preset's epochs and EMAE for MAE's recorded wall time (``--time-budget-s``: the paper's
+claim is efficiency, so the comparison is at equal time); the summary's first lines say in words what was found
+(:mod:`results.findings`), quoting EMAE at equal epochs from the committed study and reading ViTDet and UperNet
+against the seed spread recorded for those stages.
+
+The stages run one after another in one long-lived process (:mod:`experiments.runner`: a fresh child per stage,
+resumable through ``ROOT/pipeline.json``, stopping at the first failed stage with its error).
 
 Its settings (:class:`PipelineConfig`) are resolved as the dataclass defaults < ``--config`` file (YAML or JSON)
 < explicit flags, validated (:class:`emae.settings.CommandConfig`), and saved as ``ROOT/config.json``.
@@ -12,38 +17,17 @@ Its settings (:class:`PipelineConfig`) are resolved as the dataclass defaults < 
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import json
-import os
 import shlex
-import subprocess
-import sys
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 from emae.errors import EmaeError
 from emae.settings import CommandConfig
+from experiments.runner import Stage, run_stages
 
 METHODS = ("mae", "emae")
-
-
-@dataclass(frozen=True)
-class Stage:
-    name: str  # e.g. "emae/pretrain"
-    argv: tuple[str, ...]  # arguments of the emae command
-    needs: str = ""  # a module that must be importable (the stage is skipped otherwise)
-    resume_argv: tuple[str, ...] = field(default=())  # added when the stage was started before and left ``state``
-    state: str = ""  # the file a started stage continues from (e.g. its checkpoint)
-
-    def resumes(self, started: bool) -> bool:
-        """Whether a run of the stage continues an earlier one: it was started and left its state."""
-        return started and bool(self.resume_argv) and Path(self.state).is_file()
-
-    @property
-    def available(self) -> bool:
-        return not self.needs or importlib.util.find_spec(self.needs) is not None
+UNTRAINED = "untrained"
 
 
 def split_flags(text: str) -> tuple[str, ...]:
@@ -66,25 +50,30 @@ class PipelineConfig(CommandConfig):
     """``emae pipeline``'s settings. It has no presets of its own: ``preset`` names the pre-training preset."""
 
     root: str = "runs/pipeline"
-    preset: str = "fmnist-tiny"
+    preset: str = "fmnist-small"
     eval_preset: str = "fmnist"
     seed: int = 0
-    # sized to finish in about 15 minutes on a 2-core CPU: half the preset's images, shorter detection and
-    # segmentation schedules than their presets' 300 iterations
-    pretrain_args: str = "--subset 8192"  # extra flags for both pre-trainings
-    detect_iters: int = 150
-    segment_iters: int = 200
-    detect_config: str = "vitdet_mask_rcnn_tiny"
-    segment_config: str = "upernet_tiny_fmnist"
+    pretrain_args: str = ""  # extra flags for every pre-training
+    equal_time: bool = True  # EMAE pre-trains for MAE's wall time; false: for the preset's epochs
+    detect_iters: int = 120
+    segment_iters: int = 120
+    detect_config: str = "vitdet_mask_rcnn_small_fmnist"
+    segment_config: str = "upernet_small_fmnist"
     detection: bool = True
     segmentation: bool = True
+    # committed records the summary quotes: EMAE and MAE at equal epochs, and the seed spread of detect / segment
+    reference: str = "results/records/fmnist-small-study"
+    spread: str = "results/records/pipeline-downstream"
 
     help_for: ClassVar[dict[str, str]] = {
         **STAGE_HELP, "eval_preset": "linprobe/finetune/knn preset", "seed": "seed of every stage",
+        "equal_time": "pre-train EMAE for MAE's recorded wall time (else for the preset's epochs)",
         "detect_iters": "detection iterations", "segment_iters": "segmentation iterations",
         "detect_config": "emae eval detect --config of the detect stages",
         "segment_config": "emae eval segment --config of the segment stages",
-        "detection": "run the detectron2 stages", "segmentation": "run the mmseg stages"}
+        "detection": "run the detectron2 stages", "segmentation": "run the mmseg stages",
+        "reference": "records of a study with MAE and EMAE at equal epochs, quoted in the summary ('': none)",
+        "spread": "records of the detect and segment stages at several seeds, read as their noise ('': none)"}
 
     def validate(self) -> "PipelineConfig":
         split_flags(self.pretrain_args)
@@ -105,31 +94,40 @@ def stages(cfg: PipelineConfig) -> list[Stage]:
     if cfg.segmentation:
         out.append(Stage("data/segmentation", ("data", "segmentation", "--out", str(data / "segmentation")), "mmseg"))
     out += baseline_stages(root, "", cfg.preset, cfg.seed, cfg.eval_preset, pretrain_args)
+    untrained = str(root / UNTRAINED / "pretrain" / "checkpoint.pth")
+    out += downstream_stages(UNTRAINED, root / UNTRAINED, untrained, untrained, cfg)
     for method in METHODS:
         run = root / method
         ckpt = str(run / "pretrain" / "checkpoint.pth")
         encoder = str(run / "export" / "encoder.safetensors")  # the classification evaluations start from it
-        common = ("--checkpoint", ckpt, "--seed", str(cfg.seed))
+        budget = str(root / "mae" / "pretrain" / "records.jsonl") if method == "emae" and cfg.equal_time else ""
         out.append(pretrain_stage(f"{method}/pretrain", cfg.preset, method, cfg.seed, run / "pretrain",
-                                  pretrain_args))
+                                  pretrain_args, budget))
         out.append(Stage(f"{method}/export", ("export", "--checkpoint", ckpt, "--to", "timm", "--out", encoder)))
         out.extend(classification_stages(method, run, encoder, cfg.seed, cfg.eval_preset))
-        out.append(Stage(f"{method}/finetune", ("eval", "finetune", "--checkpoint", encoder, "--seed", str(cfg.seed),
-                                                "--preset", cfg.eval_preset, "--output-dir", str(run / "finetune"))))
-        out.append(Stage(f"{method}/consistency", ("eval", "consistency", *common, "--output-dir",
-                                                   str(run / "consistency"))))
-        if cfg.detection:
-            out.append(Stage(f"{method}/detect", ("eval", "detect", "--checkpoint", ckpt, "--config",
-                                                  cfg.detect_config, "--data", str(data / "detection"),
-                                                  "--output-dir", str(run / "detect"), "--opts",
-                                                  f"train.seed={cfg.seed}", f"train.max_iter={cfg.detect_iters}"),
-                             "detectron2"))
-        if cfg.segmentation:
-            out.append(Stage(f"{method}/segment", ("eval", "segment", *common, "--config", cfg.segment_config,
-                                                   "--data", str(data / "segmentation"), "--iters",
-                                                   str(cfg.segment_iters), "--output-dir", str(run / "segment")),
-                             "mmseg"))
+        out.append(Stage(f"{method}/consistency", ("eval", "consistency", "--checkpoint", ckpt, "--seed",
+                                                   str(cfg.seed), "--output-dir", str(run / "consistency"))))
+        out += downstream_stages(method, run, ckpt, encoder, cfg)
     out.append(Stage("report", ("report", "--records", str(root), "--out", str(root / "report"))))
+    return out
+
+
+def downstream_stages(name: str, run: Path, checkpoint: str, encoder: str, cfg: PipelineConfig) -> list[Stage]:
+    """Fine-tuning (from ``encoder``), ViTDet and UperNet (from the pre-training ``checkpoint``) of one backbone."""
+    seed = str(cfg.seed)
+    out = [Stage(f"{name}/finetune", ("eval", "finetune", "--checkpoint", encoder, "--seed", seed, "--preset",
+                                      cfg.eval_preset, "--output-dir", str(run / "finetune")))]
+    data = Path(cfg.root) / "data"
+    if cfg.detection:
+        out.append(Stage(f"{name}/detect", ("eval", "detect", "--checkpoint", checkpoint, "--config", cfg.detect_config,
+                                            "--data", str(data / "detection"), "--output-dir", str(run / "detect"),
+                                            "--opts", f"train.seed={seed}", f"train.max_iter={cfg.detect_iters}"),
+                         "detectron2"))
+    if cfg.segmentation:
+        out.append(Stage(f"{name}/segment", ("eval", "segment", "--checkpoint", checkpoint, "--seed", seed,
+                                             "--config", cfg.segment_config, "--data", str(data / "segmentation"),
+                                             "--iters", str(cfg.segment_iters), "--output-dir", str(run / "segment")),
+                         "mmseg"))
     return out
 
 
@@ -146,10 +144,13 @@ def baseline_stages(root: Path, suffix: str, preset: str, seed: int, eval_preset
             *classification_stages(pixels, root / pixels, "pixels", seed, eval_preset)]
 
 
-def pretrain_stage(name: str, preset: str, method: str, seed: int, out: Path, extra: tuple[str, ...]) -> Stage:
-    """A pre-training that a re-run continues from its last checkpoint (or starts again if it wrote none)."""
+def pretrain_stage(name: str, preset: str, method: str, seed: int, out: Path, extra: tuple[str, ...],
+                   budget_from: str = "") -> Stage:
+    """A pre-training that a re-run continues from its last checkpoint (or starts again if it wrote none);
+    ``budget_from``: the records of a pre-training whose wall time it trains for."""
     return Stage(name, ("pretrain", "--preset", preset, "--method", method, "--seed", str(seed), "--output-dir",
-                        str(out), *extra), resume_argv=("--resume",), state=str(out / "checkpoint.pth"))
+                        str(out), *extra), resume_argv=("--resume",), state=str(out / "checkpoint.pth"),
+                 budget_from=budget_from)
 
 
 def classification_stages(name: str, run: Path, checkpoint: str, seed: int, eval_preset: str) -> list[Stage]:
@@ -160,104 +161,16 @@ def classification_stages(name: str, run: Path, checkpoint: str, seed: int, eval
             for protocol in ("knn", "linprobe")]
 
 
-class State:
-    """``pipeline.json``: which stages finished (with their wall time) and which were started."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.data = {"done": {}, "started": []}
-        if path.exists():
-            try:
-                self.data = json.loads(path.read_text())
-            except ValueError as e:
-                raise EmaeError(f"{path}: not valid JSON ({e}); remove it to run every stage again") from None
-            if not isinstance(self.data, dict) or not {"done", "started"} <= set(self.data):
-                raise EmaeError(f"{path}: not a pipeline state (no 'done' and 'started'); remove it to run every "
-                                f"stage again")
-
-    def save(self) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data, indent=2) + "\n")
-        os.replace(tmp, self.path)
-
-    def done(self, name: str) -> bool:
-        return name in self.data["done"]
-
-
-def run_stage(stage: Stage, log: Path, resume: bool) -> int:
-    argv = [sys.executable, "-m", "emae", *stage.argv, *(stage.resume_argv if resume else ())]
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "a", encoding="utf-8") as f:
-        f.write(f"$ {' '.join(argv)}\n")
-        f.flush()
-        return subprocess.run(argv, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL).returncode
-
-
-def last_error(log: Path) -> str:
-    lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
-    errors = [ln for ln in lines if ln.startswith("error:")]
-    return errors[-1] if errors else "\n".join(lines[-15:])
-
-
-def check_stages(plan: list[Stage], root: Path) -> None:
-    """What can be checked before the first stage runs: every pre-training's flags and preset, every
-    evaluation's preset, and the records already under ``root`` (which the report will read)."""
-    from emae import engine
-    from emae.cli import CommandParser
-    from emae.records import read_records
-    from evaluation.presets import PROTOCOLS, preset_values
-
-    for stage in plan:
-        if stage.argv[:1] == ("pretrain",):
-            parser = CommandParser(prog=f"emae pretrain (stage {stage.name})")
-            engine.add_arguments(parser)
-            engine.resolve_config(parser.parse_args(stage.argv[1:]))
-        elif stage.argv[:1] == ("eval",) and stage.argv[1] in PROTOCOLS and "--preset" in stage.argv:
-            preset_values(stage.argv[stage.argv.index("--preset") + 1], stage.argv[1])
-    if root.is_dir():
-        read_records(root)
-
-
 def run_pipeline(cfg: PipelineConfig) -> int:
-    return run_stages(stages(cfg), Path(cfg.root), cfg)
+    return run_stages(stages(cfg), Path(cfg.root), cfg, lambda root: summary(root, cfg))
 
 
-def run_stages(plan: list[Stage], root: Path, config: CommandConfig) -> int:
-    """Run the stages in order, skipping those ``ROOT/pipeline.json`` records as done, then print the summary
-    of the records written; raises EmaeError with the failed stage's error. ``config`` (the run's resolved
-    config) is saved as ``ROOT/config.json``."""
-    check_stages(plan, root)
-    state = State(root / "pipeline.json")
-    config.save(root)
-    started = time.perf_counter()
-    for index, stage in enumerate(plan, 1):
-        prefix = f"[{index:2d}/{len(plan)}] {stage.name:<22}"
-        if state.done(stage.name):
-            print(f"{prefix} done earlier ({state.data['done'][stage.name]:.0f} s)", flush=True)
-            continue
-        if not stage.available:
-            print(f"{prefix} skipped: {stage.needs} is not installed", flush=True)
-            continue
-        print(f"{prefix} running ...", end="", flush=True)
-        resume = stage.name in state.data["started"]
-        if not resume:
-            state.data["started"].append(stage.name)
-            state.save()
-        t0 = time.perf_counter()
-        log = root / "logs" / f"{stage.name.replace('/', '-')}.log"
-        code = run_stage(stage, log, stage.resumes(resume))
-        seconds = time.perf_counter() - t0
-        if code != 0:
-            print(f" FAILED after {seconds:.0f} s (exit {code}); log: {log}", flush=True)
-            raise EmaeError(f"stage {stage.name} failed: {last_error(log)}")
-        state.data["done"][stage.name] = seconds
-        state.save()
-        print(f" done in {seconds:.0f} s", flush=True)
+def summary(root: Path, cfg: PipelineConfig) -> str:
+    """The findings in words (:mod:`results.findings`), then every measurement side by side."""
+    from results.findings import findings
     from results.summary import summary_markdown
 
-    print(f"\n{summary_markdown(root)}\n\nfinished in {time.perf_counter() - started:.0f} s; report: "
-          f"{root / 'report' / 'report.md'}")
-    return 0
+    return "\n".join([*findings(root, cfg.reference, cfg.spread), "", summary_markdown(root)])
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

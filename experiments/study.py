@@ -3,7 +3,7 @@
 For each seed, the baselines (the untrained backbone of the preset's architecture and seed, and raw pixels), then
 for each method and pre-training length (epochs): pre-train (one warm-up epoch in four), then kNN and the linear
 probe, and at the end the report, whose Table XII holds the means over seeds and whose cost table and plot put
-top-1 against pre-training wall time. The stages run through :func:`experiments.pipeline.run_stages`: resumable,
+top-1 against pre-training wall time. The stages run through :func:`experiments.runner.run_stages`: resumable,
 stopping at the first failed stage. Its settings (:class:`StudyConfig`) are resolved as defaults < ``--config``
 file (YAML or JSON) < explicit flags, validated, and saved as ``ROOT/config.json``.
 
@@ -20,8 +20,8 @@ from typing import ClassVar
 from emae.errors import EmaeError
 from emae.methods import METHODS
 from emae.settings import CommandConfig
-from experiments.pipeline import (STAGE_HELP, Stage, baseline_stages, classification_stages, pretrain_stage, run_stages,
-                                  split_flags)
+from experiments.pipeline import STAGE_HELP, baseline_stages, classification_stages, pretrain_stage, split_flags
+from experiments.runner import Stage, run_stages
 
 
 def parse_runs(specs: Iterable[str]) -> list[tuple[str, int]]:

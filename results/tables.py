@@ -168,8 +168,9 @@ def load_reference(path: str | Path = REFERENCE_CSV) -> pd.DataFrame:
 
 def variant_of(record: Record) -> str:
     """The settings that tell apart rows of the same method, where not the default: K or the mask ratio, the
-    loss weights (``w_pix``, ``w_sc``), pixel targets without per-patch normalisation, and the cls token as the
-    read-out of kNN and the linear probe (the default being the average of the patch tokens)."""
+    loss weights (``w_pix``, ``w_sc``), pixel targets without per-patch normalisation, a pre-training time budget,
+    and the cls token as the read-out of kNN and the linear probe (the default being the average of the patch
+    tokens)."""
     settings = {**record.config, **record.extra}
     names = []
     parts = settings.get("parts")
@@ -186,6 +187,8 @@ def variant_of(record: Record) -> str:
                 names.append(f"{short}={settings[key]:g}")
         if settings.get("norm_pix_loss") is False:
             names.append("pixel targets")
+    if settings.get("time_budget_s"):
+        names.append(f"in {settings['time_budget_s']:.0f} s")  # trained for a wall time (MAE's), not for its epochs
     if record.protocol in ("knn", "linprobe") and record.config.get("global_pool") == "token":
         names.append("cls token")  # the frozen features' read-out, where not the average of the patch tokens
     return ", ".join(names)

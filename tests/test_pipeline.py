@@ -2,6 +2,8 @@ import argparse
 import dataclasses
 import importlib
 import json
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,7 +12,8 @@ from emae import cli
 from emae.config import PretrainConfig
 from emae.errors import EmaeError
 from emae.models import build_model
-from experiments import pipeline, study
+from emae.records import append_records
+from experiments import pipeline, runner, study
 from experiments.pipeline import PipelineConfig, Stage, run_pipeline
 from experiments.study import StudyConfig, parse_runs, study_stages
 from results.summary import summary_frames
@@ -58,18 +61,23 @@ def test_every_pipeline_stage_parses_with_its_command(tmp_path):
     for method in ("mae", "emae"):
         assert names.index(f"{method}/pretrain") < names.index(f"{method}/export") < names.index(f"{method}/knn")
     assert names[-1] == "report"
-    # the baselines come first: the untrained backbone of the same preset and seed, and raw pixels
+    # the baselines come first: the untrained backbone of the same preset and seed through every evaluation but
+    # the consistency of predictions, and raw pixels under kNN and the probe
     assert names[names.index("data/segmentation") + 1:names.index("mae/pretrain")] == [
-        "untrained/pretrain", "untrained/knn", "untrained/linprobe", "pixels/knn", "pixels/linprobe"]
-    parsed = {s.name: _parse(s) for s in plan if s.available}
+        "untrained/pretrain", "untrained/knn", "untrained/linprobe", "pixels/knn", "pixels/linprobe",
+        "untrained/finetune", "untrained/detect", "untrained/segment"]
+    parsed = {s.name: _parse(s) for s in plan if s.available and not s.budget_from}
     untrained = parsed["untrained/pretrain"]
-    assert (untrained.epochs, untrained.seed, untrained.subset, untrained.preset) == (0, 3, 8192, "fmnist-tiny")
-    assert parsed["untrained/knn"].checkpoint == str(tmp_path / "untrained" / "pretrain" / "checkpoint.pth")
+    assert (untrained.epochs, untrained.seed, untrained.preset) == (0, 3, "fmnist-small")
+    assert "subset" not in vars(untrained)  # the preset's 60k images
+    checkpoint = str(tmp_path / "untrained" / "pretrain" / "checkpoint.pth")
+    assert parsed["untrained/knn"].checkpoint == parsed["untrained/finetune"].checkpoint == checkpoint
     assert parsed["pixels/linprobe"].checkpoint == "pixels"
     if "emae/detect" in parsed:
-        assert parsed["emae/detect"].opts == ["train.seed=3", "train.max_iter=150"]
+        assert parsed["emae/detect"].opts == ["train.seed=3", "train.max_iter=120"]
+        assert parsed["untrained/detect"].checkpoint == checkpoint
     if "emae/segment" in parsed:
-        assert (parsed["emae/segment"].iters, parsed["emae/segment"].seed) == (200, 3)
+        assert (parsed["emae/segment"].iters, parsed["emae/segment"].seed) == (120, 3)
     encoder = str(tmp_path / "emae" / "export" / "encoder.safetensors")
     assert parsed["emae/export"].out == encoder
     assert parsed["emae/linprobe"].checkpoint == parsed["emae/finetune"].checkpoint == encoder
@@ -81,6 +89,27 @@ def test_every_pipeline_stage_parses_with_its_command(tmp_path):
     checkpoint.parent.mkdir(parents=True)
     checkpoint.write_bytes(b"")
     assert pretrain.resumes(started=True) and not pretrain.resumes(started=False)
+
+
+def test_emae_pretrains_for_the_wall_time_mae_recorded(tmp_path):
+    from test_results import fmnist
+
+    cfg = PipelineConfig(root=str(tmp_path), seed=3)
+    emae = next(s for s in pipeline.stages(cfg) if s.name == "emae/pretrain")
+    mae_records = tmp_path / "mae" / "pretrain" / "records.jsonl"
+    with pytest.raises(EmaeError, match=f"stage emae/pretrain trains for the wall time of the pre-training recorded "
+                                        f"in {mae_records}, which does not exist"):
+        emae.command(resume=False)
+    append_records(mae_records, [fmnist("mae", 4, "pretrain", 0.7, metric="loss", wall_time_s=261.04)])
+    argv = emae.command(resume=True)
+    assert argv[-3:] == ["--time-budget-s", "261.0", "--resume"]
+    parser = argparse.ArgumentParser()
+    importlib.import_module("emae.engine").add_arguments(parser)
+    args = parser.parse_args(argv[1:])
+    assert (args.method, args.time_budget_s, args.seed) == ("emae", 261.0, 3)
+    # at equal epochs instead, EMAE trains for the preset's epochs like MAE
+    plain = next(s for s in pipeline.stages(dataclasses.replace(cfg, equal_time=False)) if s.name == "emae/pretrain")
+    assert "--time-budget-s" not in plain.command(resume=False)
 
 
 def test_study_plan_and_its_run_specifications(tmp_path):
@@ -194,3 +223,22 @@ def test_summary_puts_settings_side_by_side_with_mean_and_std():
     assert rows[("pretrain", "wall time (s)")][3:] == ("-", "120.00")
     assert rows[("consistency", "pairwise_l1")][3:] == ("0.000456", "-")
     assert numbers.loc[(numbers["setting"] == "MAE, 4 ep") & (numbers["protocol"] == "linprobe"), "n"].tolist() == [2]
+
+
+@pytest.mark.fmnist
+def test_a_running_stage_shows_its_progress_and_the_summary_every_stage_time(tmp_path, monkeypatch, capsys):
+    """Stages run in children of the fork server, in the caller's folder (relative paths), with the progress
+    they report on their line; the summary ends with every stage's time."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(runner, "PLAIN_EVERY_S", 0.0)  # not a terminal: a line at every poll
+    plan = [Stage("mae/pretrain", ("pretrain", "--preset", "fmnist-tiny", "--method", "mae", "--subset", "512",
+                                   "--epochs", "2", "--batch-size", "16", "--num-workers", "0", "--output-dir",
+                                   "run/mae"))]
+    assert runner.run_stages(plan, Path("state"), PipelineConfig(root="state"), summary=lambda root: "SUMMARY") == 0
+    out = capsys.readouterr().out
+    shown = re.findall(r"\[ 1/1\] mae/pretrain +running: pretrain (\d+)/64 steps", out)
+    assert shown and all(0 < int(done) <= 64 for done in shown)
+    assert re.search(r"\[ 1/1\] mae/pretrain +done in \d+ s", out)
+    assert "SUMMARY" in out and re.search(r"\| mae/pretrain \| \d+ \|", out)
+    assert (tmp_path / "run" / "mae" / "checkpoint.pth").is_file() and (tmp_path / "state" / "pipeline.json").is_file()
+    assert (tmp_path / "state" / "logs" / "mae-pretrain.log").read_text().startswith("$ emae pretrain --preset")
