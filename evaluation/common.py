@@ -29,8 +29,8 @@ from emae.config import PretrainConfig, preset_config
 from emae.data import FASHION_MNIST_DIR, FASHION_MNIST_MEAN, FASHION_MNIST_STD, build_dataset
 from emae.distributed import DistInfo, init_distributed
 from emae.errors import EmaeError
-from emae.records import (PIXELS, RECORDS_FILE, VARIANT_FIELDS, Record, backbone_fields, changed_fields, check_rerun,
-                          provenance, sha256_file, write_records)
+from emae.records import (PIXELS, RECORDS_FILE, Record, backbone_fields, changed_fields, check_rerun, provenance,
+                          sha256_file, variant_settings, write_records)
 from emae.settings import autocast_dtype, pick_device
 from evaluation.presets import preset_values
 
@@ -204,8 +204,8 @@ def write_run_records(run: EvalRun, backbone_config: dict | None, arch: str, met
                   wall_time_s: float, extra: dict) -> list[Record]:
     """Append one record per metric (values in percent) to ``OUTPUT_DIR/records.jsonl`` and print them.
 
-    The pre-training settings that make ablation variants (``VARIANT_FIELDS``) go into ``extra`` so that the
-    report tells them apart. The raw-pixel baseline is method ``pixels``, 0 pre-training epochs on no data.
+    The pre-training settings that make ablation variants (:func:`emae.records.variant_settings`) go into
+    ``extra`` so that the report tells them apart. The raw-pixel baseline is method ``pixels``, 0 pre-training epochs on no data.
     """
     cfg = run.cfg
     if cfg.checkpoint == PIXELS:
@@ -213,9 +213,7 @@ def write_run_records(run: EvalRun, backbone_config: dict | None, arch: str, met
     else:
         overrides = {"method": cfg.method or None, "pretrain_epochs": cfg.pretrain_epochs or None,
                      "pretrain_data": cfg.pretrain_data or None}
-    details = dict(extra, output_dir=str(run.out))
-    if backbone_config:
-        details.update({k: backbone_config[k] for k in VARIANT_FIELDS if k in backbone_config})
+    details = dict(extra, output_dir=str(run.out), **variant_settings(backbone_config))
     base = dict(backbone_fields(backbone_config, arch, overrides), protocol=cfg.protocol, dataset=cfg.eval_name,
                 seed=cfg.seed, extra=details,
                 **provenance(cfg.to_dict(), None if cfg.checkpoint == PIXELS else cfg.checkpoint, wall_time_s))

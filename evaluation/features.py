@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from emae import progress
 from emae.checkpoint import LoadReport, Weights, load_checkpoint, read_weights, save_checkpoint
 from emae.config import PretrainConfig
 from emae.data import eval_transform
@@ -46,15 +47,18 @@ class FrozenEncoder(nn.Module):
 @torch.no_grad()
 def extract_features(model: nn.Module, dataset: Dataset, batch_size: int, num_workers: int, device: torch.device,
                      amp_dtype: torch.dtype | None = None, desc: str = "features") -> tuple[Tensor, Tensor]:
-    """Features of every image in order: ((N, D) float32 on the CPU, (N,) int64 labels)."""
+    """Features of every image in order: ((N, D) float32 on the CPU, (N,) int64 labels). Progress: batches of
+    phase "features" (counted on the host; the features' copy to the CPU is the one wait for the device)."""
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         pin_memory=device.type == "cuda")
     feats, labels = [], []
-    for images, targets in tqdm(loader, desc=desc, leave=False):
+    progress.report(0, len(loader), "batches", "features")
+    for i, (images, targets) in enumerate(tqdm(loader, desc=desc, leave=False)):
         with torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext():
             feats.append(model(images.to(device, non_blocking=True)).float().cpu())
         labels.append(targets)
+        progress.report(i + 1, len(loader), "batches", "features")
     return torch.cat(feats), torch.cat(labels).long()
 
 

@@ -43,7 +43,7 @@ from evaluation.training import Trainer, cosine_schedule, evaluate, fit, image_l
 class FinetuneConfig(EvalConfig):
     global_pool: str = "avg"
     epochs: int = 100
-    warmup_epochs: int = 5
+    warmup_epochs: float = 5  # may be fractional: a share of an epoch's updates
     batch_size: int = 64  # per process
     effective_batch: int = 1024  # 0: batch_size x processes; larger values accumulate gradients
     blr: float = 5e-4  # lr = blr x effective batch / 256

@@ -41,10 +41,10 @@ def _imagenet(linprobe_epochs: int, finetune: dict) -> dict[str, dict]:
 PRESETS: dict[str, dict[str, dict]] = {
     "fmnist": {
         "linprobe": dict(_FMNIST, fast=True, train_limit=20000, epochs=100, warmup_epochs=10, batch_size=512,
-                         effective_batch=1024, blrs=(0.1, 0.3, 1.0, 3.0, 10.0), global_pool="avg"),
-        "finetune": dict(_FMNIST, train_limit=10000, epochs=1, warmup_epochs=0, batch_size=64, effective_batch=64,
-                         blr=4e-3, layer_decay=0.75, drop_path=0.0, crop_min_scale=0.5, mixup=0.0, cutmix=0.0,
-                         auto_augment="", reprob=0.0),
+                         effective_batch=1024, blrs=(0.1, 0.3, 1.0, 3.0, 10.0), global_pool="avg", eval_every=10),
+        "finetune": dict(_FMNIST, train_limit=30000, epochs=1, warmup_epochs=0.1, batch_size=64, effective_batch=64,
+                         blr=1e-2, layer_decay=0.75, drop_path=0.0, crop_min_scale=1.0, mixup=0.0, cutmix=0.0,
+                         auto_augment="", reprob=0.0, threads=1),
         "knn": dict(_FMNIST, train_limit=20000, batch_size=512, global_pool="avg"),
     },
     "imagenet-vit-b": _imagenet(90, dict(epochs=100, blr=5e-4, layer_decay=0.65, drop_path=0.1)),
