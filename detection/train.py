@@ -2,8 +2,9 @@
 
 A run is planned once (:func:`preflight`: output folder, backbone hand-off, config and data checks) and
 then executed by every process (:func:`run`): detectron2's ``SimpleTrainer`` / ``AMPTrainer`` with its
-hooks (lr schedule, periodic checkpoints, evaluation, metric writers), ``DetectionCheckpointer`` (resume
-from the output folder's ``last_checkpoint``), ``COCOEvaluator`` through ``inference_on_dataset``.
+hooks (lr schedule, periodic checkpoints, evaluation, metric writers, :mod:`emae.progress` reports),
+``DetectionCheckpointer`` (resume from the output folder's ``last_checkpoint``), ``COCOEvaluator`` through
+``inference_on_dataset``.
 
 Output folder: ``config.json`` (the command's :class:`DetectConfig`; a re-run must match it, and so must the
 ``settings.json`` of a run begun by an older version), ``config.yaml``
@@ -28,9 +29,9 @@ from functools import partial
 from pathlib import Path
 
 from detectron2.config import LazyConfig, instantiate
-from detectron2.engine import AMPTrainer, SimpleTrainer, default_setup, default_writers, hooks
+from detectron2.engine import AMPTrainer, HookBase, SimpleTrainer, default_setup, default_writers, hooks
 from detectron2.engine.defaults import create_ddp_model
-from detectron2.evaluation import inference_on_dataset, print_csv_format
+from detectron2.evaluation import DatasetEvaluator, DatasetEvaluators, inference_on_dataset, print_csv_format
 from detectron2.modeling import ViT
 from detectron2.utils import comm
 from hydra.errors import HydraException
@@ -39,11 +40,20 @@ from torch import nn
 
 from detection.checkpoint import Backbone, SafeCheckpointer, load_backbone, read_backbone, write_backbone
 from detection.datasets import check_same_categories, find_split, read_categories, register
-from emae import records, settings
+from emae import progress, records, settings
 from emae.checkpoint import NORM_EPS, SHAPE_WORDS, EncoderInfo, check_shape
 from emae.errors import EmaeError
-from emae.records import (RECORDS_FILE, Record, backbone_fields, check_rerun, provenance, record_dataset, sha256_file,
-                          write_records)
+from emae.records import (
+    RECORDS_FILE,
+    Record,
+    backbone_fields,
+    check_rerun,
+    provenance,
+    record_dataset,
+    sha256_file,
+    variant_settings,
+    write_records,
+)
 from emae.settings import CONFIG_FILE, pick_device
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -208,9 +218,39 @@ def preflight(config: DetectConfig) -> Plan:
     return plan
 
 
+class TrainProgress(HookBase):
+    """Reports each finished iteration to :mod:`emae.progress` (phase ``train``)."""
+
+    def after_step(self) -> None:
+        progress.report(self.trainer.iter + 1, self.trainer.max_iter, "iters", "train")
+
+
+class EvalProgress(DatasetEvaluator):
+    """Reports each evaluated batch of the validation loader to :mod:`emae.progress` (phase ``eval``)."""
+
+    def __init__(self, batches: int):
+        self.batches = batches
+        self.done = 0
+
+    def reset(self) -> None:
+        self.done = 0
+        progress.report(0, self.batches, "batches", "eval")
+
+    def process(self, inputs, outputs) -> None:
+        self.done += 1
+        progress.report(self.done, self.batches, "batches", "eval")
+
+    def evaluate(self) -> None:
+        return None
+
+
 def evaluate(cfg, model) -> dict:
     """Box and mask AP of ``model`` on the validation split (COCO's numbers, in percent)."""
-    results = inference_on_dataset(model, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator))
+    loader = instantiate(cfg.dataloader.test)
+    evaluators = [instantiate(cfg.dataloader.evaluator)]
+    if comm.is_main_process():
+        evaluators.append(EvalProgress(len(loader)))
+    results = inference_on_dataset(model, loader, DatasetEvaluators(evaluators))
     if comm.is_main_process():
         print_csv_format(results)
     return results
@@ -240,6 +280,7 @@ def run(plan: Plan) -> dict | None:
 
     trainer.register_hooks([
         hooks.IterationTimer(),
+        TrainProgress() if comm.is_main_process() else None,
         hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
         hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer) if comm.is_main_process() else None,
         hooks.EvalHook(cfg.train.eval_period, evaluate_and_keep),
@@ -275,7 +316,7 @@ def write_run_records(plan: Plan, cfg, results: dict, start_iter: int) -> list[R
     common = provenance(record_config(s), s.checkpoint, time.time() - plan.started, plan.checkpoint_sha256)
     extra = {"config": s.config, "iterations": int(cfg.train.max_iter), "resumed_from_iter": start_iter,
              "batch_size": int(cfg.dataloader.train.total_batch_size), "output_dir": s.output_dir,
-             "pretrain_img_size": info.img_size}
+             "pretrain_img_size": info.img_size, **variant_settings(plan.backbone.pretrain_config)}
     dataset = record_dataset(s.data, cfg.benchmark.val_split, cfg.benchmark.get("dataset_name"))
     records = [Record(**fields, protocol=cfg.benchmark.protocol, metric=metric, value=float(results[task][key]),
                       dataset=dataset, seed=int(cfg.train.seed), extra=extra, **common)

@@ -11,7 +11,8 @@ A run:
 2. exports the checkpoint's encoder for mmseg into that folder (:mod:`segmentation.backbone`) and checks
    that mmseg's ``Pretrained`` load of it leaves only the expected keys missing;
 3. trains (``Runner.train``), evaluates the final model on the validation split with mmseg's
-   ``IoUMetric`` (``Runner.test``) and appends one record per metric (mIoU, mAcc, aAcc; percent).
+   ``IoUMetric`` (``Runner.test``), reporting both to :mod:`emae.progress` (:class:`Progress`), and appends
+   one record per metric (mIoU, mAcc, aAcc; percent).
 
 Several processes (one per GPU) are mmengine's launcher: ``torchrun --nproc-per-node N -m emae eval segment
 ... --launcher pytorch``; the first process writes the records.
@@ -33,10 +34,11 @@ install_mmcv_ops()  # mmseg imports mmcv.ops, which needs the compiled ops or th
 
 from mmengine.config import Config  # noqa: E402
 from mmengine.dist import is_main_process  # noqa: E402
+from mmengine.hooks import Hook  # noqa: E402
 from mmengine.model import is_model_wrapper  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-from emae import settings  # noqa: E402
+from emae import progress, settings  # noqa: E402
 from emae.checkpoint import read_weights  # noqa: E402
 from emae.errors import EmaeError  # noqa: E402
 from emae.records import (  # noqa: E402
@@ -49,6 +51,7 @@ from emae.records import (  # noqa: E402
     provenance,
     record_dataset,
     sha256_file,
+    variant_settings,
     write_records,
 )
 from segmentation import backbone as bb  # noqa: E402
@@ -103,6 +106,21 @@ class SegmentConfig(settings.CommandConfig):
         return {"method": self.method, "pretrain_epochs": self.pretrain_epochs, "pretrain_data": self.pretrain_data}
 
 
+
+
+class Progress(Hook):
+    """Reports each training iteration (phase ``train``) and test batch (phase ``eval``) of the first process to
+    :mod:`emae.progress`."""
+
+    priority = "LOW"
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        if is_main_process():
+            progress.report(runner.iter + 1, runner.max_iters, "iters", "train")
+
+    def after_test_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        if is_main_process():
+            progress.report(batch_idx + 1, len(runner.test_dataloader), "batches", "eval")
 
 
 def run_id(cfg: Config, checkpoint_sha256: str) -> str:
@@ -161,6 +179,7 @@ def segment(cfg: SegmentConfig) -> list[Record]:
             raise EmaeError(f"{config_path(cfg.config)}: the config does not build a runner: "
                             f"{describe(e)}") from None
         runner.register_hook(PlainCheckpointState())
+        runner.register_hook(Progress())
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         bb.check_shapes(model.backbone, exported)
         report = bb.pretrained_load_report(model.backbone)
@@ -178,8 +197,7 @@ def segment(cfg: SegmentConfig) -> list[Record]:
     if not is_main_process():
         return []
     extra = {"run_id": rid, "work_dir": str(work_dir), "resumed": resumed, "load_report": bb.report_summary(report)}
-    if exported.config:
-        extra.update({k: exported.config[k] for k in ("parts", "mask_ratio") if k in exported.config})
+    extra.update(variant_settings(exported.config))
     base = dict(backbone_fields(exported.config, exported.arch, cfg.overrides()), protocol=PROTOCOL,
                 dataset=record_dataset(cfg.data, "val", mmcfg.get("dataset_name")), seed=cfg.seed, extra=extra,
                 **provenance(record_config, checkpoint, time.perf_counter() - started, checkpoint_sha256))

@@ -28,10 +28,17 @@ from detection import cli as detect_cli  # noqa: E402
 from detection.checkpoint import SafeCheckpointer, load_backbone, prepare_backbone  # noqa: E402
 from detection.datasets import find_split, read_categories  # noqa: E402
 from detection.synthetic import SceneSpec, make_dataset  # noqa: E402
-from detection.train import METRICS, DetectConfig, available_configs, load_config, record_config  # noqa: E402
-from emae import cli  # noqa: E402
+from detection.train import (  # noqa: E402
+    METRICS,
+    DetectConfig,
+    available_configs,
+    check_encoder,
+    load_config,
+    record_config,
+)
+from emae import cli, progress  # noqa: E402
 from emae.checkpoint import save_checkpoint  # noqa: E402
-from emae.config import FASHION_MNIST_DIR  # noqa: E402
+from emae.config import FASHION_MNIST_DIR, preset_config  # noqa: E402
 from emae.errors import EmaeError  # noqa: E402
 from emae.export import export_checkpoint  # noqa: E402
 from emae.export.detectron2 import DROPPED, PREFIX  # noqa: E402
@@ -39,6 +46,8 @@ from emae.models import MaskedAutoencoderViT, build_model  # noqa: E402
 from emae.records import Record, append_records, provenance, read_records, sha256_file  # noqa: E402
 
 PROTOCOLS = {"vitdet-mask-rcnn", "vitdet-cascade-mask-rcnn", "vit-fpn-mask-rcnn"}
+CPU_CONFIGS = ("_tiny", "_fmnist")  # the configs of the Fashion-MNIST scenes, not of the paper
+SMALL = "vitdet_mask_rcnn_small_fmnist"
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +57,18 @@ def scenes(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("scenes")
     make_dataset(root, train=32, val=8, spec=SceneSpec(), seed=0)
     return root
+
+
+@pytest.fixture(scope="module")
+def small_checkpoint(tmp_path_factory) -> Path:
+    """A randomly initialised (seed 0) MAE of the ``fmnist-small`` preset (``vit_tiny_p8_fmnist``: 8-px patches)
+    in the layout of ``emae pretrain``'s checkpoints."""
+    config = preset_config("fmnist-small")
+    torch.manual_seed(0)
+    model = build_model(config.arch, config.img_size, config.in_chans)
+    path = tmp_path_factory.mktemp("small") / "checkpoint.pth"
+    save_checkpoint({"model": model.state_dict(), "config": config.to_dict()}, path)
+    return path
 
 
 def _tiny_model(name: str = "vitdet_mask_rcnn_tiny"):
@@ -62,7 +83,7 @@ def test_config_builds(name):
     net = cfg.model.backbone.net if "net" in cfg.model.backbone else cfg.model.backbone.bottom_up.net
     lr = instantiate(cfg.lr_multiplier)
     assert lr(0.0) == pytest.approx(0.001, rel=0.01) and lr(0.999) <= 0.1  # warm-up from 0.001, decays
-    if "tiny" not in name:  # the paper's settings: 1024 px, LSJ 0.1-2.0, batch 64
+    if not name.endswith(CPU_CONFIGS):  # the paper's settings: 1024 px, LSJ 0.1-2.0, batch 64
         resize = cfg.dataloader.train.mapper.augmentations[1]
         assert (resize.min_scale, resize.max_scale, resize.target_height) == (0.1, 2.0, 1024)
         assert cfg.dataloader.train.total_batch_size == 64 and cfg.train.amp.enabled
@@ -346,3 +367,61 @@ def test_train_eval_resume_without_duplicate_records(tiny_checkpoint, scenes, tm
     changed = [c if c != "train.max_iter=8" else "train.max_iter=9" for c in command]
     assert cli.main(changed) == 2
     assert f"{out / 'config.json'}: this folder holds a run with other settings (opts" in capsys.readouterr().err
+
+
+def _scene_batch(size: int = 96) -> list[dict]:
+    """One grey scene with one 30-px item, as detectron2's training mapper gives it."""
+    mask = torch.zeros(size, size, dtype=torch.bool)
+    mask[20:50, 30:60] = True
+    instances = Instances((size, size), gt_boxes=Boxes(torch.tensor([[30.0, 20.0, 60.0, 50.0]])),
+                          gt_classes=torch.tensor([3]), gt_masks=BitMasks(mask[None]))
+    return [{"image": torch.rand(1, size, size) * 255, "height": size, "width": size, "instances": instances}]
+
+
+def test_small_config_fits_the_fmnist_small_backbone(small_checkpoint, tiny_checkpoint, tmp_path):
+    """vitdet_mask_rcnn_small_fmnist with 8-px patches: 4x4 windows (the pre-training grid), pyramid levels at
+    strides 4, 8, 16 where the anchors and the RoI poolers expect them, the fmnist-small checkpoint loads whole,
+    a training step reaches the patch embedding; the 4-px tiny checkpoint does not fit."""
+    cfg = load_config(SMALL, [])
+    net = cfg.model.backbone.net
+    assert (net.patch_size, net.window_size, net.img_size, net.window_block_indexes) == (8, 4, 96, [0, 2])
+    torch.manual_seed(0)
+    model = instantiate(cfg.model).train()
+    strides = {name: shape.stride for name, shape in model.backbone.output_shape().items()}
+    assert strides == {"p2": 4, "p3": 8, "p4": 16}
+    assert [strides[f] for f in cfg.model.proposal_generator.in_features] == \
+        list(cfg.model.proposal_generator.anchor_generator.strides)
+    for pooler in (model.roi_heads.box_pooler, model.roi_heads.mask_pooler):
+        assert [1 / level.spatial_scale for level in pooler.level_poolers] == [4, 8, 16]
+
+    backbone = prepare_backbone(small_checkpoint, tmp_path)
+    report = load_backbone(SafeCheckpointer(model), backbone)
+    assert report["loaded"] == len(torch.load(backbone.path, weights_only=True)["model"])
+    assert set(report["missing_in_vit"]) == {f"{PREFIX}blocks.{i}.attn.rel_pos_{a}" for i in range(4) for a in "hw"}
+    with EventStorage():
+        losses = model(_scene_batch())
+    sum(losses.values()).backward()
+    assert all(math.isfinite(v.item()) for v in losses.values()) and losses["loss_mask"] > 0
+    assert model.backbone.net.patch_embed.proj.weight.grad.abs().sum() > 0
+
+    tiny = prepare_backbone(tiny_checkpoint, tmp_path / "tiny")
+    with pytest.raises(EmaeError, match=f"does not fit detection config '{SMALL}' \\(patch 8\\)"):
+        check_encoder(tiny.info, net, SMALL, str(tiny_checkpoint))
+
+
+@pytest.mark.fmnist
+@pytest.mark.slow
+def test_small_config_trains_writes_its_last_checkpoint_only_and_reports_progress(small_checkpoint, scenes,
+                                                                                 tmp_path, monkeypatch):
+    """A short run of vitdet_mask_rcnn_small_fmnist: records, the final checkpoint and no other, one progress
+    report per training iteration and per evaluated batch (8 validation scenes in batches of 4)."""
+    calls = []
+    monkeypatch.setattr(progress, "report", lambda *args: calls.append(args))
+    out = tmp_path / "run"
+    assert cli.main(_detect("--checkpoint", str(small_checkpoint), "--config", SMALL, "--data", str(scenes),
+                            "--output-dir", str(out), "--opts", "train.max_iter=3")) == 0
+    assert sorted(r.metric for r in read_records(out / "records.jsonl")) == sorted(METRICS)
+    assert sorted(p.name for p in out.glob("model_*.pth")) == ["model_final.pth"]
+    assert [c for c in calls if c[3] == "train"] == [(i, 3, "iters", "train") for i in (1, 2, 3)]
+    assert [c for c in calls if c[3] == "eval"] == [(i, 2, "batches", "eval") for i in (0, 1, 2)]
+    assert calls[-1][3] == "eval"  # the evaluation follows the training

@@ -18,13 +18,15 @@ install()  # before anything imports mmseg
 from mmengine.config import Config  # noqa: E402
 from mmengine.registry import init_default_scope  # noqa: E402
 
-from emae.checkpoint import LoadReport, encoder_info, read_weights  # noqa: E402
+from emae import progress  # noqa: E402
+from emae.checkpoint import LoadReport, encoder_info, read_weights, save_checkpoint  # noqa: E402
 from emae.cli import main as cli_main  # noqa: E402
+from emae.config import preset_config  # noqa: E402
 from emae.data import FASHION_MNIST_DIR  # noqa: E402
 from emae.errors import EmaeError  # noqa: E402
 from emae.export import export_checkpoint  # noqa: E402
 from emae.export.mmseg import EXPECTED_MISSING, convert  # noqa: E402
-from emae.models import MaskedAutoencoderViT  # noqa: E402
+from emae.models import MaskedAutoencoderViT, build_model  # noqa: E402
 from emae.records import read_records  # noqa: E402
 from segmentation import backbone as bb  # noqa: E402
 from segmentation import cli as segment_cli  # noqa: E402
@@ -43,6 +45,7 @@ from segmentation.resume import PlainCheckpointState  # noqa: E402
 from segmentation.train import SegmentConfig  # noqa: E402
 
 TINY = "upernet_tiny_fmnist"
+SMALL = "upernet_small_fmnist"
 VIT_B, VIT_L = "upernet_mae_vit_b_ade20k_512", "upernet_mae_vit_l_ade20k_512"
 
 
@@ -53,6 +56,18 @@ def scenes(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("data") / "scenes"
     synthetic.generate(out, train=8, val=4)
     return out
+
+
+@pytest.fixture(scope="module")
+def small_checkpoint(tmp_path_factory) -> Path:
+    """A randomly initialised (seed 0) MAE of the ``fmnist-small`` preset (``vit_tiny_p8_fmnist``: 8-px patches)
+    in the layout of ``emae pretrain``'s checkpoints."""
+    config = preset_config("fmnist-small")
+    torch.manual_seed(0)
+    model = build_model(config.arch, config.img_size, config.in_chans)
+    path = tmp_path_factory.mktemp("small") / "checkpoint.pth"
+    save_checkpoint({"model": model.state_dict(), "config": config.to_dict()}, path)
+    return path
 
 
 def build_backbone(cfg: Config):
@@ -325,3 +340,43 @@ def test_export_command_writes_the_mmseg_container(tmp_path, tiny_checkpoint):
     obj = torch.load(dst, weights_only=True)
     assert set(obj) == {"state_dict", "config", "encoder", "source", "target"} and obj["target"] == "mmseg"
     assert "layers.0.ln1.weight" in obj["state_dict"] and "norm.weight" not in obj["state_dict"]
+
+
+def test_small_config_fits_the_fmnist_small_backbone(tmp_path, small_checkpoint):
+    """upernet_small_fmnist: mmseg loads the fmnist-small export as expected, the pyramid has the ADE20K recipe's
+    strides 4, 8, 16, 32 on 64-px scenes (8-px patches: an 8x8 grid), UperNet decodes at stride 4, and a run of
+    the pipeline's length writes only its last checkpoint."""
+    from mmseg.registry import MODELS
+
+    cfg = build_config(SMALL, tmp_path, seed=0, iters=200)
+    assert cfg.model.backbone.patch_size == 8 and cfg.train_cfg.max_iters == 200
+    assert cfg.default_hooks.checkpoint.interval == 200 and cfg.param_scheduler[-1].end == 200
+    exported = bb.export_backbone(read_weights(small_checkpoint), tmp_path / "backbone.pth")
+    attach_backbone(cfg, exported.path)
+    init_default_scope("mmseg")
+    model = MODELS.build(cfg.model)
+    bb.check_shapes(model.backbone, exported)
+    bb.check_load_report(bb.pretrained_load_report(model.backbone), exported.path)
+    images = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():
+        levels = model.neck(model.backbone(images))
+        logits = model(images, mode="tensor")
+    assert [tuple(level.shape[1:]) for level in levels] == [(128, 16, 16), (128, 8, 8), (128, 4, 4), (128, 2, 2)]
+    assert logits.shape == (2, 11, 16, 16)
+
+
+@pytest.mark.slow
+def test_small_config_run_reports_progress_and_keeps_its_last_checkpoint(tmp_path, scenes, small_checkpoint,
+                                                                         monkeypatch):
+    """A short run of upernet_small_fmnist: records, its final checkpoint and no other, and one progress report
+    per training iteration and per test batch (4 validation scenes: one batch)."""
+    calls = []
+    monkeypatch.setattr(progress, "report", lambda *args: calls.append(args))
+    cfg = SegmentConfig(checkpoint=str(small_checkpoint), config=SMALL, data=str(scenes), output_dir=str(tmp_path),
+                        iters=3, batch_size=2)
+    records = train.segment(cfg)
+    assert [r.metric for r in records] == ["mIoU", "mAcc", "aAcc"] and records[0].arch == "vit_tiny_p8_fmnist"
+    (work_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    assert sorted(p.name for p in work_dir.glob("*.pth")) == [train.BACKBONE_FILE, "iter_3.pth"]
+    assert calls == [(1, 3, "iters", "train"), (2, 3, "iters", "train"), (3, 3, "iters", "train"),
+                     (1, 1, "batches", "eval")]
