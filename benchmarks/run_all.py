@@ -1,9 +1,9 @@
-"""Every CPU benchmark in one run (``make bench``): the figures [1]-[5] of docs/performance.md.
+"""Every CPU benchmark in one run (``make bench``): the figures [1]-[8] of docs/performance.md.
 
 Prints each measurement as it is taken, then a table (figure, median, spread, target, met) and appends one
 result record per figure (protocol ``benchmark``) to ``--records``, for ``emae report``, with the run's
 settings (:class:`benchmarks.common.BenchSettings`, preset ``cpu``) as ``config.json`` beside them. About 11
-minutes on an unloaded 2-core CPU with the defaults.
+minutes on an unloaded 2-core CPU with the defaults, and 2 more for [6].
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import bench_data, bench_memory, bench_step
+from benchmarks import bench_data, bench_memory, bench_pipeline, bench_probe, bench_startup, bench_step
 from benchmarks.common import BenchSettings, bench_configs, header, parse_settings
 from benchmarks.figures import Figure, records, table
 from emae.records import write_records
@@ -20,7 +20,7 @@ from emae.records import write_records
 def finish(figures: list[Figure], started: float, settings: BenchSettings, module: str = "benchmarks.run_all") -> None:
     """Print the table of ``figures``, append their records to ``settings.records`` ("": no records) and save
     ``settings`` beside them as ``config.json``; ``module``: the command that ran, for the records."""
-    order = ["[1]", "[2]", "[3]", "[4]", "[5]", "[c]"]
+    order = ["[1]", "[2]", "[3]", "[4]", "[5]", "[6]", "[7]", "[8]", "[c]"]
     figures = sorted(figures, key=lambda f: order.index(f.key))
     print("\n" + table(figures))
     for f in figures:
@@ -35,7 +35,8 @@ def finish(figures: list[Figure], started: float, settings: BenchSettings, modul
 
 
 def cpu_figures(settings: BenchSettings) -> list[Figure]:
-    """The figures [1]-[5] (and the compiled step's, with ``settings.compile``) on the CPU."""
+    """The figures [1]-[8] on the CPU ([7] when a finished pipeline is there to read; the compiled step's with
+    ``settings.compile``)."""
     quick = settings.quick
     figures = []
     header("pre-training step: [1] and [3] MAE")
@@ -48,6 +49,16 @@ def cpu_figures(settings: BenchSettings) -> list[Figure]:
     figures += bench_data.loader_vs_step(bench_configs("emae", quick)[-1], settings)
     header("self-consistency loss memory: [5]")
     figures += bench_memory.memory_figures(*((4, (2, 4)) if quick else ()))
+    header("fast linear probe: [6]")
+    figures += bench_probe.probe_vs_products(settings)
+    header("pipeline stage start-up: [8]")
+    figures.append(bench_startup.startup_figure(settings))
+    pipeline_root = Path(bench_pipeline.DEFAULT_ROOT)
+    if bench_pipeline.finished(pipeline_root):  # make bench reads a finished pipeline; it never runs one
+        header("pipeline wall time against its arithmetic floor: [7]")
+        figures.append(bench_pipeline.measure_pipeline(pipeline_root, settings))
+    else:
+        print(f"[7] needs a finished pipeline in {pipeline_root}: python -m benchmarks.bench_pipeline runs one")
     if settings.compile:
         header("torch.compile")
         for bench in bench_configs("mae", quick):

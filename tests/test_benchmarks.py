@@ -292,7 +292,7 @@ def test_a_quick_run_measures_every_figure_and_writes_its_records(tmp_path, caps
     run_all.main(["--quick", "--repeats", "2", "--warmup", "1", "--records", str(path)])
     out = capsys.readouterr().out
     read = read_records(path)
-    assert sorted({r.extra["figure"] for r in read}) == ["[1]", "[2]", "[3]", "[4]", "[5]"]
+    assert sorted({r.extra["figure"] for r in read}) == ["[1]", "[2]", "[3]", "[4]", "[5]", "[6]", "[8]"]
     assert all(r.protocol == bench_figures.PROTOCOL and r.extra["low"] <= r.value <= r.extra["high"] for r in read)
     loader = [r for r in read if r.extra["figure"] == "[4]"]
     assert [r.method for r in loader] == ["emae", "mae"] and all(r.value > 0 for r in loader)
