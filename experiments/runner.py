@@ -108,6 +108,9 @@ def _stage_main(argv: list[str], log: str, progress_file: str, cwd: str, environ
     to ``progress_file``, then the command."""
     from emae import cli
 
+    # the stage's own processes (DataLoader workers) start as they would in a plain process: forked from it,
+    # not from a fork server of their own (the default a fork server's children inherit), which imports again
+    multiprocessing.set_start_method("fork", force=True)
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(environ)
