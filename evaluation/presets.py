@@ -6,8 +6,9 @@
 - ``fmnist``: Fashion-MNIST (60k train / 10k test, grey 28 px resized to the checkpoint's size), minutes on
   a 2-core CPU: kNN and the fast linear probe (a grid of learning rates) on the cached features (global
   average pooling of the patch tokens: MAE's fine-tuning read-out, which beats the cls token for pre-trained
-  backbones in the sweep of docs/small-scale.md) of the first 20k training images and the 10k test images, and one
-  fine-tuning epoch (468 updates of 64) on 30k images, on one thread.
+  backbones in the sweep of docs/small-scale.md) of the first 20k training images and the 10k test images (the
+  probe evaluated every 10 epochs, on one thread), and one fine-tuning epoch (468 updates of 64) on 30k images,
+  on one thread.
   That fine-tune is MAE's recipe in shape (AdamW, layer decay 0.75, warm-up for a tenth of the epoch, then
   cosine; global average pooling) sized for a quick signal: mixup, cutmix, RandAugment and random erasing,
   made for 100 epochs, hold back learning in so few updates, so they are off and the crops take the whole
@@ -46,7 +47,8 @@ def _imagenet(linprobe_epochs: int, finetune: dict) -> dict[str, dict]:
 PRESETS: dict[str, dict[str, dict]] = {
     "fmnist": {
         "linprobe": dict(_FMNIST, fast=True, train_limit=20000, epochs=100, warmup_epochs=10, batch_size=512,
-                         effective_batch=1024, blrs=(0.1, 0.3, 1.0, 3.0, 10.0), global_pool="avg", eval_every=10),
+                         effective_batch=1024, blrs=(0.1, 0.3, 1.0, 3.0, 10.0), global_pool="avg", eval_every=10,
+                         threads=1),
         "finetune": dict(_FMNIST, train_limit=30000, epochs=1, warmup_epochs=0.1, batch_size=64, effective_batch=64,
                          blr=1e-2, layer_decay=0.75, drop_path=0.0, crop_min_scale=1.0, mixup=0.0, cutmix=0.0,
                          auto_augment="", reprob=0.0, threads=1),
