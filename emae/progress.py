@@ -2,8 +2,9 @@
 
 A command reports ``report(done, total, unit)`` as it goes; when the environment names a file in ``EMAE_PROGRESS``
 the latest report is written there (at most once a second, and always at the end) as one JSON object
-``{"done": 120, "total": 936, "unit": "steps", "phase": "train", "elapsed_s": 31.2}``. ``elapsed_s`` counts from
-the first report of the phase, so a reader can extrapolate an ETA. Without ``EMAE_PROGRESS`` a report does nothing.
+``{"done": 120, "total": 936, "unit": "steps", "phase": "train", "elapsed_s": 31.2, "start": 0}``. ``elapsed_s``
+counts from the first report of the phase, whose ``done`` is ``start`` (a resumed run's steps before it), so a
+reader can extrapolate an ETA. Without ``EMAE_PROGRESS`` a report does nothing.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ ENV = "EMAE_PROGRESS"
 INTERVAL_S = 1.0
 
 _last_write = 0.0
-_phase: tuple[str, float] = ("", 0.0)  # the current phase and when its first report came
+_phase: tuple[str, float, int] = ("", 0.0, 0)  # the current phase, when its first report came, and its done then
 
 
 def report(done: int, total: int, unit: str = "steps", phase: str = "") -> None:
@@ -27,12 +28,12 @@ def report(done: int, total: int, unit: str = "steps", phase: str = "") -> None:
         return
     now = time.monotonic()
     if _phase[0] != phase or done == 0:
-        _phase = (phase, now)
+        _phase = (phase, now, int(done))
     if now - _last_write < INTERVAL_S and done < total:
         return
     _last_write = now
     entry = {"done": int(done), "total": int(total), "unit": unit, "phase": phase,
-             "elapsed_s": round(now - _phase[1], 3)}
+             "elapsed_s": round(now - _phase[1], 3), "start": _phase[2]}
     tmp = f"{path}.tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(json.dumps(entry))
@@ -53,9 +54,9 @@ def describe(entry: dict | None) -> str:
         return ""
     done, total = entry["done"], entry["total"]
     text = f"{entry.get('phase') or 'progress'} {done}/{total} {entry.get('unit', 'steps')}"
-    elapsed = float(entry.get("elapsed_s", 0.0))
-    if total and done >= max(1, total // 10) and done < total and elapsed > 0:
-        left = elapsed * (total - done) / done
+    elapsed, start = float(entry.get("elapsed_s", 0.0)), int(entry.get("start", 0))
+    if total and done - start >= max(1, total // 10) and done < total and elapsed > 0:
+        left = elapsed * (total - done) / (done - start)
         text += f", ~{format_seconds(left)} left"
     return text
 
