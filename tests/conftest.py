@@ -15,7 +15,8 @@ import torch
 from PIL import Image
 
 from emae.checkpoint import save_checkpoint
-from emae.config import PretrainConfig
+from emae import progress
+from emae.config import PretrainConfig, preset_config
 from emae.data import FASHION_MNIST_DIR
 from emae.models import build_model
 
@@ -75,3 +76,24 @@ def record() -> dict:
             "protocol": "knn", "metric": "top1", "value": 80.0, "dataset": "fashion-mnist", "seed": 0,
             "checkpoint_sha256": "", "command": "emae", "config": {}, "git_commit": "x", "hardware": "cpu",
             "wall_time_s": 1.0, "date": "2026-01-01"}
+
+
+@pytest.fixture(scope="session")
+def small_checkpoint(tmp_path_factory) -> Path:
+    """A randomly initialised (seed 0) MAE of the ``fmnist-small`` preset (``vit_tiny_p8_fmnist``: 8-px patches)
+    in the layout of ``emae pretrain``'s checkpoints."""
+    config = preset_config("fmnist-small")
+    torch.manual_seed(0)
+    model = build_model(config.arch, config.img_size, config.in_chans)
+    path = tmp_path_factory.mktemp("small") / "checkpoint.pth"
+    save_checkpoint({"model": model.state_dict(), "config": config.to_dict()}, path)
+    return path
+
+
+@pytest.fixture
+def reports(monkeypatch) -> list[tuple]:
+    """Every ``emae.progress.report`` call, as (done, total, unit, phase)."""
+    calls = []
+    monkeypatch.setattr(progress, "report", lambda done, total, unit="steps", phase="": calls.append(
+        (done, total, unit, phase)))
+    return calls

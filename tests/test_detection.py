@@ -38,7 +38,7 @@ from detection.train import (  # noqa: E402
 )
 from emae import cli, progress  # noqa: E402
 from emae.checkpoint import save_checkpoint  # noqa: E402
-from emae.config import FASHION_MNIST_DIR, preset_config  # noqa: E402
+from emae.config import FASHION_MNIST_DIR  # noqa: E402
 from emae.errors import EmaeError  # noqa: E402
 from emae.export import export_checkpoint  # noqa: E402
 from emae.export.detectron2 import DROPPED, PREFIX  # noqa: E402
@@ -58,17 +58,6 @@ def scenes(tmp_path_factory) -> Path:
     make_dataset(root, train=32, val=8, spec=SceneSpec(), seed=0)
     return root
 
-
-@pytest.fixture(scope="module")
-def small_checkpoint(tmp_path_factory) -> Path:
-    """A randomly initialised (seed 0) MAE of the ``fmnist-small`` preset (``vit_tiny_p8_fmnist``: 8-px patches)
-    in the layout of ``emae pretrain``'s checkpoints."""
-    config = preset_config("fmnist-small")
-    torch.manual_seed(0)
-    model = build_model(config.arch, config.img_size, config.in_chans)
-    path = tmp_path_factory.mktemp("small") / "checkpoint.pth"
-    save_checkpoint({"model": model.state_dict(), "config": config.to_dict()}, path)
-    return path
 
 
 def _tiny_model(name: str = "vitdet_mask_rcnn_tiny"):

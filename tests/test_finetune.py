@@ -16,14 +16,6 @@ from evaluation.finetune import FinetuneConfig, add_arguments
 from evaluation.finetune import run as run_finetune
 
 
-@pytest.fixture
-def reports(monkeypatch) -> list[tuple]:
-    """Every ``emae.progress.report`` call, as (done, total, unit, phase)."""
-    calls = []
-    monkeypatch.setattr(progress, "report", lambda done, total, unit="steps", phase="": calls.append(
-        (done, total, unit, phase)))
-    return calls
-
 
 def _lrs(scheduler, optimizer, updates: int) -> list[float]:
     values = []

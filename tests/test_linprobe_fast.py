@@ -9,7 +9,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from emae import progress
 from emae.cli import main as cli_main
 from emae.errors import EmaeError
 from emae.records import read_records
@@ -20,14 +19,6 @@ from evaluation.training import cosine_schedule, evaluates
 
 DIM, CLASSES, BLRS = 16, 4, (0.1, 1.0, 10.0)
 
-
-@pytest.fixture
-def reports(monkeypatch) -> list[tuple]:
-    """Every ``emae.progress.report`` call, as (done, total, unit, phase)."""
-    calls = []
-    monkeypatch.setattr(progress, "report", lambda done, total, unit="steps", phase="": calls.append(
-        (done, total, unit, phase)))
-    return calls
 
 
 def _data(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -19,14 +19,13 @@ from mmengine.config import Config  # noqa: E402
 from mmengine.registry import init_default_scope  # noqa: E402
 
 from emae import progress  # noqa: E402
-from emae.checkpoint import LoadReport, encoder_info, read_weights, save_checkpoint  # noqa: E402
+from emae.checkpoint import LoadReport, encoder_info, read_weights  # noqa: E402
 from emae.cli import main as cli_main  # noqa: E402
-from emae.config import preset_config  # noqa: E402
 from emae.data import FASHION_MNIST_DIR  # noqa: E402
 from emae.errors import EmaeError  # noqa: E402
 from emae.export import export_checkpoint  # noqa: E402
 from emae.export.mmseg import EXPECTED_MISSING, convert  # noqa: E402
-from emae.models import MaskedAutoencoderViT, build_model  # noqa: E402
+from emae.models import MaskedAutoencoderViT  # noqa: E402
 from emae.records import read_records  # noqa: E402
 from segmentation import backbone as bb  # noqa: E402
 from segmentation import cli as segment_cli  # noqa: E402
@@ -57,17 +56,6 @@ def scenes(tmp_path_factory) -> Path:
     synthetic.generate(out, train=8, val=4)
     return out
 
-
-@pytest.fixture(scope="module")
-def small_checkpoint(tmp_path_factory) -> Path:
-    """A randomly initialised (seed 0) MAE of the ``fmnist-small`` preset (``vit_tiny_p8_fmnist``: 8-px patches)
-    in the layout of ``emae pretrain``'s checkpoints."""
-    config = preset_config("fmnist-small")
-    torch.manual_seed(0)
-    model = build_model(config.arch, config.img_size, config.in_chans)
-    path = tmp_path_factory.mktemp("small") / "checkpoint.pth"
-    save_checkpoint({"model": model.state_dict(), "config": config.to_dict()}, path)
-    return path
 
 
 def build_backbone(cfg: Config):
