@@ -120,10 +120,9 @@ def evaluations(epochs: int, every: int) -> int:
     return sum(evaluates(epoch, epochs, every) for epoch in range(1, epochs + 1))
 
 
-def split_sizes(cfg: EvalConfig) -> tuple[int, int]:
-    """(validation images, classes) of an evaluation's data, as the evaluation reads it."""
-    _, val, classes = eval_datasets(cfg, None, None, len(cfg.mean))
-    return len(val), classes
+def num_classes(cfg: EvalConfig) -> int:
+    """The classes of an evaluation's data, as the evaluation reads it."""
+    return eval_datasets(cfg, None, None, len(cfg.mean)).num_classes
 
 
 @dataclass(frozen=True)
@@ -179,11 +178,15 @@ def knn_flops(stage: Stage) -> tuple[int, str]:
     record = last_record(stage, "knn")
     cfg = KnnConfig.from_dict(record.config)
     features = feature_cost(cfg)
-    train, val = record.extra["train_images"], record.extra["val_images"]
-    extract, what = extraction(record, features, val)
-    classes = split_sizes(cfg)[1]
-    similarity = similarity_flops(train, val, features.dim, classes, cfg.k, cfg.temperature)
-    return extract + similarity, f"{what}, {val}x{train} similarities of {features.dim}-d features"
+    train, val, test = (record.extra[f"{split}_images"] for split in ("train", "val", "test"))
+    extract, what = extraction(record, features, val + test)
+    classes = num_classes(cfg)
+    # every k of the grid on the validation split, the chosen one once on the test split (few-shot banks of a
+    # few images per class: not counted)
+    similarity = (sum(similarity_flops(train, val, features.dim, classes, k, cfg.temperature) for k in cfg.ks)
+                  + similarity_flops(train, test, features.dim, classes, max(cfg.ks), cfg.temperature))
+    return extract + similarity, (f"{what}, {len(cfg.ks)} x {val} + {test} queries against {train} "
+                                  f"{features.dim}-d features")
 
 
 def linprobe_flops(stage: Stage) -> tuple[int, str]:
@@ -192,18 +195,23 @@ def linprobe_flops(stage: Stage) -> tuple[int, str]:
     if not cfg.fast:
         raise EmaeError(f"{stage.name}: the full-mode probe (the encoder under the probe every step) is not counted")
     features = feature_cost(cfg)
-    val, classes = split_sizes(cfg)
+    val, test, classes = record.extra["val_images"], record.extra["test_images"], num_classes(cfg)
     train, batch = record.extra["train_images"], record.extra["batch_size"]
-    extract, what = extraction(record, features, val)
+    extract, what = extraction(record, features, val + test)
+    # one group of len(blrs) heads per read-out of the grid, each counted at the encoder's width (a concatenated
+    # read-out is twice as wide: the count is a lower bound); few-shot heads are not counted
+    groups, dim = len(record.extra["grid"]), features.dim
     with torch.device("meta"):
-        heads = LinearHeads(features.dim, classes, len(cfg.blrs))
-        x, y = torch.zeros(batch, features.dim), torch.zeros(batch, dtype=torch.long)
-        val_x = torch.zeros(val, features.dim)
+        heads = LinearHeads(groups * dim, classes, len(cfg.blrs), spans=tuple((g * dim, (g + 1) * dim)
+                                                                            for g in range(groups)))
+        x, y = torch.zeros(batch, groups * dim), torch.zeros(batch, dtype=torch.long)
+        val_x = torch.zeros(val, groups * dim)
     step = forward_backward_flops(lambda: grid_loss(heads.train()(x), y))
-    evaluation = forward_flops(lambda: heads.eval()(val_x))
+    evaluation = forward_flops(lambda: heads.eval()(val_x))  # every head on the validation split
+    tested = 2 * test * dim * classes  # the chosen head, once on the test split
     updates, evals = cfg.epochs * (train // batch), evaluations(cfg.epochs, cfg.eval_every)
-    return (extract + step * updates + evaluation * evals,
-            f"{what}, {len(cfg.blrs)} heads x {updates} updates of {batch}, evaluated {evals} times")
+    return (extract + step * updates + evaluation * evals + tested,
+            f"{what}, {groups * len(cfg.blrs)} heads x {updates} updates of {batch}, evaluated {evals} times")
 
 
 def finetune_flops(stage: Stage) -> tuple[int, str]:
@@ -212,7 +220,7 @@ def finetune_flops(stage: Stage) -> tuple[int, str]:
     record = last_record(stage, "finetune")
     cfg = FinetuneConfig.from_dict(record.config)
     weights = read_weights(cfg.checkpoint, cfg.arch)
-    classes = split_sizes(cfg)[1]
+    classes = num_classes(cfg)
     model = build_vit(weights, img_size=cfg.img_size or weights.info.img_size, num_classes=classes,
                       global_pool=cfg.global_pool, drop_path_rate=cfg.drop_path)[0].to("meta")
     extra = record.extra
@@ -222,9 +230,9 @@ def finetune_flops(stage: Stage) -> tuple[int, str]:
         x, y = torch.zeros(batch, weights.info.in_chans, size, size), torch.zeros(batch, dtype=torch.long)
     step = forward_backward_flops(lambda: F.cross_entropy(model.train()(x), y))
     image = forward_flops(lambda: model.eval()(x[:1]))
-    updates = epochs * (train // batch)
-    return (step * updates + image * val * epochs,
-            f"{updates} updates of {batch} images, {epochs} x {val} evaluation images")
+    updates, test = epochs * (train // batch), extra["test_images"]
+    return (step * updates + image * (val * epochs + test),
+            f"{updates} updates of {batch} images, {epochs} x {val} validation and {test} test images")
 
 
 def consistency_flops(stage: Stage) -> tuple[int, str]:

@@ -50,14 +50,18 @@ class EvalConfig(settings.CommandConfig):
     checkpoint: str = ""
     arch: str = ""  # a registered architecture the checkpoint must fit ("": read from the weights)
     preset: str = "fmnist"
-    # data
-    dataset: str = "fashion-mnist"  # fashion-mnist, or imagefolder (DATA/TRAIN_SPLIT and DATA/VAL_SPLIT)
+    # data: three disjoint splits (:func:`eval_datasets`): train, validation (every choice) and test (reported)
+    dataset: str = "fashion-mnist"  # fashion-mnist, or imagefolder (class folders DATA/TRAIN_SPLIT, DATA/TEST_SPLIT)
     data: str = FASHION_MNIST_DIR
     train_split: str = "train"  # imagefolder only
-    val_split: str = "val"  # imagefolder only
-    train_limit: int = 0  # use only the first N training images (0: all)
-    val_limit: int = 0
-    eval_name: str = "fashion-mnist test"  # the records' dataset field
+    val_split: str = ""  # imagefolder only: a held-out folder DATA/VAL_SPLIT ("": carved from DATA/TRAIN_SPLIT)
+    test_split: str = "val"  # imagefolder only: the reported split (ImageNet's val)
+    val_size: int = 10000  # fashion-mnist: the last N training images are the validation split
+    val_fraction: float = 0.01  # imagefolder without val_split: the last share of each class's training images
+    train_limit: int = 0  # use only the first N training images (0: all but the validation split)
+    val_limit: int = 0  # use only the first N validation images (0: all)
+    test_limit: int = 0  # use only the first N test images (0: all)
+    eval_name: str = "fashion-mnist test"  # the records' dataset field: the name of the test split
     img_size: int = 0  # 0: the checkpoint's pre-training size (position embeddings are resampled otherwise)
     crop_ratio: float = 1.0  # evaluation resize to img_size / crop_ratio, then centre crop (MAE: 224 / 256)
     mean: tuple[float, ...] = FASHION_MNIST_MEAN
@@ -96,6 +100,15 @@ class EvalConfig(settings.CommandConfig):
             raise EmaeError(f"batch_size must be >= 1, got {self.batch_size}")
         if not 0 < self.crop_ratio <= 1:
             raise EmaeError(f"crop_ratio must be in (0, 1], got {self.crop_ratio}")
+        if min(self.train_limit, self.val_limit, self.test_limit, self.val_size) < 0:
+            raise EmaeError(f"train_limit, val_limit, test_limit and val_size must be >= 0, got {self.train_limit}, "
+                            f"{self.val_limit}, {self.test_limit}, {self.val_size}")
+        if not 0 < self.val_fraction < 1:
+            raise EmaeError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.dataset == "imagefolder" and self.val_split and self.val_split in (self.train_split, self.test_split):
+            raise EmaeError(f"val_split {self.val_split!r} must be a folder of its own, neither train_split "
+                            f"{self.train_split!r} nor test_split {self.test_split!r}: selecting on the training or "
+                            f"the reported split is not a held-out choice")
         return self
 
     @classmethod
@@ -205,7 +218,8 @@ def write_run_records(run: EvalRun, backbone_config: dict | None, arch: str, met
     """Append one record per metric (values in percent) to ``OUTPUT_DIR/records.jsonl`` and print them.
 
     The pre-training settings that make ablation variants (:func:`emae.records.variant_settings`) go into
-    ``extra`` so that the report tells them apart. The raw-pixel baseline is method ``pixels``, 0 pre-training epochs on no data.
+    ``extra`` so that the report tells them apart. The raw-pixel baseline is method ``pixels``, 0 pre-training epochs
+    on no data.
     """
     cfg = run.cfg
     if cfg.checkpoint == PIXELS:
@@ -222,25 +236,104 @@ def write_run_records(run: EvalRun, backbone_config: dict | None, arch: str, met
                                             for metric, value in metrics.items()])
 
 
-def eval_datasets(cfg: EvalConfig, train_transform, val_transform, in_chans: int) -> tuple[Dataset, Dataset, int]:
-    """(train, validation, number of classes) of the config's data, as images of ``in_chans`` channels."""
-    split = {"fashion-mnist": (cfg.data, cfg.data), "imagefolder": (str(Path(cfg.data) / cfg.train_split),
-                                                                     str(Path(cfg.data) / cfg.val_split))}
-    if cfg.dataset not in split:
+@dataclass
+class EvalSplits:
+    """The three disjoint splits of an evaluation: ``train`` (what is trained or voted with), ``val`` (held out
+    from training: every choice is made on it) and ``test`` (the reported split, evaluated once with the chosen
+    setting); their names for the records (``val_name``, e.g. ``fashion-mnist train[50000:60000]``, and
+    ``test_name``, the config's ``eval_name``). Where ``val`` is carved from the training images, ``train`` and
+    ``val`` are :class:`torch.utils.data.Subset` s of the same images, with disjoint ``indices``."""
+
+    train: Dataset
+    val: Dataset
+    test: Dataset
+    num_classes: int
+    val_name: str
+    test_name: str
+
+
+def selection(splits: EvalSplits, selected: dict, val_top1: float) -> dict:
+    """What a record says of its choice: the setting ``selected`` (e.g. ``{"k": 20}``), the split it was chosen
+    on and its top-1 (percent) there, and the split the record's metrics report (evaluated once, with it)."""
+    return {"selected_on": splits.val_name, "reported_on": splits.test_name, "selected": selected,
+            "val_top1": val_top1}
+
+
+def few_shot_summary(draws: list[dict]) -> dict:
+    """The record's entry of one few-shot setting: the mean and sample standard deviation (0 for one draw) of its
+    draws' test ``top1`` and the draws themselves."""
+    values = torch.tensor([draw["top1"] for draw in draws], dtype=torch.float64)
+    return {"mean": values.mean().item(), "std": values.std().item() if len(values) > 1 else 0.0, "draws": draws}
+
+
+def eval_datasets(cfg: EvalConfig, train_transform, eval_transform, in_chans: int) -> EvalSplits:
+    """The config's three splits as images of ``in_chans`` channels: the training images through
+    ``train_transform``, the validation and test images through ``eval_transform``.
+
+    The validation split is held out of the training images, deterministically: for Fashion-MNIST the last
+    ``val_size`` of the 60k training images; for class folders the folder ``DATA/VAL_SPLIT`` when ``val_split`` is
+    set, else the last ``val_fraction`` (at least one image) of each class's images of ``DATA/TRAIN_SPLIT`` in
+    their sorted order. ``train_limit`` takes the first images of what is left, and a limit that would reach
+    into the validation split is an error; ``val_limit`` and ``test_limit`` take the first images of theirs.
+    """
+    if cfg.dataset not in ("fashion-mnist", "imagefolder"):
         raise EmaeError(f"evaluation data must be fashion-mnist or imagefolder, got {cfg.dataset!r}")
     if cfg.dataset == "fashion-mnist" and in_chans == 3:  # grey images for an RGB encoder
-        train_transform, val_transform = _to_rgb(train_transform), _to_rgb(val_transform)
-    train_root, val_root = split[cfg.dataset]
-    train = build_dataset(cfg.dataset, train_root, True, train_transform, in_chans, cfg.train_limit)
-    val = build_dataset(cfg.dataset, val_root, False, val_transform, in_chans, cfg.val_limit)
-    classes = len(_base(train).classes)
-    if len(_base(val).classes) != classes:
-        raise EmaeError(f"{val_root}: {len(_base(val).classes)} classes, but the training split has {classes}")
-    return train, val, classes
+        train_transform, eval_transform = _to_rgb(train_transform), _to_rgb(eval_transform)
+    if cfg.dataset == "fashion-mnist":
+        train_root = test_root = cfg.data
+    else:
+        train_root, test_root = str(Path(cfg.data) / cfg.train_split), str(Path(cfg.data) / cfg.test_split)
+    train_base = build_dataset(cfg.dataset, train_root, True, train_transform, in_chans)
+    if cfg.dataset == "imagefolder" and cfg.val_split:
+        val_root = str(Path(cfg.data) / cfg.val_split)
+        val = build_dataset(cfg.dataset, val_root, True, eval_transform, in_chans)
+        train_indices, val_name = list(range(len(train_base))), val_root
+        _same_classes(train_base, val, train_root, val_root)
+    else:
+        train_indices, val_indices, val_name = _held_out(cfg, train_base, train_root)
+        val = Subset(build_dataset(cfg.dataset, train_root, True, eval_transform, in_chans), val_indices)
+    if cfg.train_limit > len(train_indices):
+        raise EmaeError(f"train_limit {cfg.train_limit} would overlap the validation split {val_name}: "
+                        f"{train_root} has {len(train_indices)} training images besides it")
+    train = Subset(train_base, train_indices[:cfg.train_limit or len(train_indices)])
+    test = build_dataset(cfg.dataset, test_root, False, eval_transform, in_chans)
+    _same_classes(train_base, test, train_root, test_root)
+    val, test = (_first(dataset, limit) for dataset, limit in ((val, cfg.val_limit), (test, cfg.test_limit)))
+    return EvalSplits(train, val, test, len(train_base.classes), val_name, cfg.eval_name)
 
 
-def _base(dataset: Dataset) -> Dataset:
-    return dataset.dataset if isinstance(dataset, Subset) else dataset
+def _held_out(cfg: EvalConfig, dataset: Dataset, root: str) -> tuple[list[int], list[int], str]:
+    """(training indices, validation indices, the validation split's name) of a validation split carved from
+    ``dataset``, the training images at ``root``."""
+    if cfg.dataset == "fashion-mnist":
+        if not 0 < cfg.val_size < len(dataset):
+            raise EmaeError(f"val_size must leave training images: {root} has {len(dataset)}, got {cfg.val_size}")
+        cut = len(dataset) - cfg.val_size
+        return list(range(cut)), list(range(cut, len(dataset))), f"{cfg.dataset} train[{cut}:{len(dataset)}]"
+    by_class: dict[int, list[int]] = {}
+    for index, label in enumerate(dataset.targets):
+        by_class.setdefault(label, []).append(index)
+    train, val = [], []
+    for label, indices in sorted(by_class.items()):
+        held = max(1, round(cfg.val_fraction * len(indices)))
+        if held >= len(indices):
+            raise EmaeError(f"{root}: class {dataset.classes[label]!r} has {len(indices)} images, too few to hold "
+                            f"out val_fraction {cfg.val_fraction} of them and keep one to train on")
+        train += indices[:-held]
+        val += indices[-held:]
+    return sorted(train), sorted(val), f"{root}: last {cfg.val_fraction:g} of each class"
+
+
+def _same_classes(train: Dataset, other: Dataset, train_root: str, root: str) -> None:
+    if list(other.classes) != list(train.classes):
+        raise EmaeError(f"{root}: classes {list(other.classes)[:5]}... differ from the training split's "
+                        f"({train_root}: {len(train.classes)} classes {list(train.classes)[:5]}...)")
+
+
+def _first(dataset: Dataset, limit: int) -> Dataset:
+    """The first ``limit`` items of ``dataset`` (0: all)."""
+    return Subset(dataset, range(limit)) if 0 < limit < len(dataset) else dataset
 
 
 def _to_rgb(transform):

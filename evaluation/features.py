@@ -1,4 +1,8 @@
-"""Frozen features: a backbone that never trains, features extracted once and cached on disk, and raw pixels."""
+"""Frozen features: a backbone that never trains, features extracted once and cached on disk, and raw pixels.
+
+A backbone's features are read out per block (:class:`evaluation.readouts.BlockReadouts`), cached per split, and
+offered as the named read-outs of :mod:`evaluation.readouts`; raw pixels have one read-out, ``pixels``.
+"""
 from __future__ import annotations
 
 import hashlib
@@ -21,7 +25,12 @@ from emae.data import eval_transform
 from emae.errors import EmaeError
 from emae.records import PIXELS
 from evaluation.backbone import build_vit, print_load
-from evaluation.common import EvalRun, eval_datasets
+from evaluation.common import EvalRun, EvalSplits, eval_datasets
+from evaluation.readouts import LAST_BLOCKS, BlockReadouts, pool_readout, readout_bases
+
+# the config fields that decide which images each split holds (:func:`evaluation.common.eval_datasets`)
+SPLIT_FIELDS = ("dataset", "data", "train_split", "val_split", "test_split", "val_size", "val_fraction", "train_limit",
+                "val_limit", "test_limit")
 
 
 class FrozenEncoder(nn.Module):
@@ -47,8 +56,8 @@ class FrozenEncoder(nn.Module):
 @torch.no_grad()
 def extract_features(model: nn.Module, dataset: Dataset, batch_size: int, num_workers: int, device: torch.device,
                      amp_dtype: torch.dtype | None = None, desc: str = "features") -> tuple[Tensor, Tensor]:
-    """Features of every image in order: ((N, D) float32 on the CPU, (N,) int64 labels). Progress: batches of
-    phase "features" (counted on the host; the features' copy to the CPU is the one wait for the device)."""
+    """The model's outputs for every image in order: ((N, ...) float32 on the CPU, (N,) int64 labels). Progress:
+    batches of phase "features" (counted on the host; the copy to the CPU is the one wait for the device)."""
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         pin_memory=device.type == "cuda")
@@ -84,15 +93,26 @@ def cached_features(path: str | os.PathLike, key: dict, compute: Callable[[], tu
 
 @dataclass
 class FeatureSplits:
-    """Frozen features of both splits: (N, D) float32 features and (N,) labels each."""
+    """Frozen features of the three splits (:class:`evaluation.common.EvalSplits`): each (N, W) float32
+    read-out bases and (N,) labels; ``readouts`` names the columns ``[start, stop)`` of W each read-out takes."""
 
     train: tuple[Tensor, Tensor]
     val: tuple[Tensor, Tensor]
-    num_classes: int
+    test: tuple[Tensor, Tensor]
+    readouts: dict[str, tuple[int, int]]
+    default: str  # the read-out of the config's global_pool (its last block), or "pixels"
+    splits: EvalSplits
     report: LoadReport
     reused: bool  # read from the cache, made by an earlier run (whose wall time holds their extraction)
     config: dict | None  # the backbone's pre-training config, where it has one (the records' backbone fields)
     arch: str  # the backbone's architecture, or "pixels"
+
+    def readout(self, split: tuple[Tensor, Tensor], name: str) -> Tensor:
+        """The (N, D) features of read-out ``name`` of one split (``self.train``, ``self.val`` or ``self.test``)."""
+        if name not in self.readouts:
+            raise EmaeError(f"read-out {name!r} is not one of this backbone's: {sorted(self.readouts)}")
+        start, stop = self.readouts[name]
+        return split[0][:, start:stop]
 
 
 def evaluation_features(run: EvalRun, cache_dir: str = "") -> FeatureSplits:
@@ -108,37 +128,64 @@ def pixel_features(run: EvalRun) -> FeatureSplits:
     preprocessing at ``img_size`` (default: the pre-training preset's, the size the backbones see)."""
     cfg = run.cfg
     transform = eval_transform(cfg.img_size or PretrainConfig.img_size, cfg.mean, cfg.std, cfg.crop_ratio)
-    train, val, classes = eval_datasets(cfg, transform, transform, len(cfg.mean))
+    splits = eval_datasets(cfg, transform, transform, len(cfg.mean))
     flatten = nn.Flatten()
-    splits = [extract_features(flatten, dataset, cfg.batch_size, cfg.num_workers, run.device, desc=f"{name} pixels")
-              for name, dataset in (("train", train), ("val", val))]
-    return FeatureSplits(splits[0], splits[1], classes, LoadReport((), (), (), (), None), False, None, PIXELS)
+    train, val, test = [extract_features(flatten, dataset, cfg.batch_size, cfg.num_workers, run.device,
+                                         desc=f"{name} pixels")
+                        for name, dataset in (("train", splits.train), ("val", splits.val), ("test", splits.test))]
+    return FeatureSplits(train, val, test, {PIXELS: (0, train[0].shape[1])}, PIXELS, splits,
+                         LoadReport((), (), (), (), None), False, None, PIXELS)
 
 
 def frozen_features(run: EvalRun, weights: Weights, cache_dir: str = "") -> FeatureSplits:
-    """The config's train and validation features (evaluation preprocessing, no augmentation).
+    """The config's train, validation and test features (evaluation preprocessing, no augmentation): the
+    per-block read-outs of :class:`BlockReadouts` (the last :data:`LAST_BLOCKS` blocks, or all where fewer).
 
-    They are cached as ``features-SPLIT-HASH.pth`` (HASH: of how they were made) in ``cache_dir``, or the
-    output folder; evaluations given the same folder (kNN and the fast linear probe) extract them once.
+    They are cached as ``features-SPLIT-HASH.pth`` (HASH: of how they were made, the images of the split
+    included) in ``cache_dir``, or the output folder; evaluations given the same folder (kNN and the fast linear
+    probe) extract them once.
     """
     cfg = run.cfg
     model, report = build_vit(weights, img_size=cfg.img_size, global_pool=cfg.global_pool)
     print_load(weights, report)
     img_size = model.patch_embed.img_size[0]
     transform = eval_transform(img_size, cfg.mean, cfg.std, cfg.crop_ratio)
-    train, val, classes = eval_datasets(cfg, transform, transform, weights.info.in_chans)
-    encoder = FrozenEncoder(model).to(run.device)
+    splits = eval_datasets(cfg, transform, transform, weights.info.in_chans)
+    blocks = min(LAST_BLOCKS, len(model.blocks))
+    encoder = FrozenEncoder(BlockReadouts(model, blocks)).to(run.device)
     key = dict(checkpoint_sha256=run.checkpoint_sha256, img_size=img_size, global_pool=cfg.global_pool,
-               crop_ratio=cfg.crop_ratio, mean=list(cfg.mean), std=list(cfg.std), dataset=cfg.dataset, data=cfg.data)
+               crop_ratio=cfg.crop_ratio, mean=list(cfg.mean), std=list(cfg.std),
+               features=f"cls and patch-token average of each of the last {blocks} blocks",
+               **{field: getattr(cfg, field) for field in SPLIT_FIELDS})
     run.open_folder()
-    splits, reused = [], []
-    for name, dataset, limit in (("train", train, cfg.train_limit), ("val", val, cfg.val_limit)):
-        split_key = dict(key, split=name, limit=limit)
+    features, reused = [], []
+    for name, dataset in (("train", splits.train), ("val", splits.val), ("test", splits.test)):
+        split_key = dict(key, split=name, images=len(dataset))
         digest = hashlib.sha256(json.dumps(split_key, sort_keys=True).encode()).hexdigest()[:12]
         *split, cached = cached_features(
             Path(cache_dir or run.out) / f"features-{name}-{digest}.pth", split_key,
             lambda dataset=dataset, name=name: extract_features(encoder, dataset, cfg.batch_size, cfg.num_workers,
                                                                 run.device, run.amp_dtype, desc=f"{name} features"))
-        splits.append(tuple(split))
+        bases, readouts = readout_bases(split[0])
+        features.append((bases, split[1]))
         reused.append(cached)
-    return FeatureSplits(splits[0], splits[1], classes, report, all(reused), weights.config, weights.arch)
+    return FeatureSplits(*features, readouts, pool_readout(cfg.global_pool), splits, report, all(reused),
+                         weights.config, weights.arch)
+
+
+def few_shot_subsets(labels: Tensor, num_classes: int, shots: int, subsets: int, seed: int) -> list[Tensor]:
+    """``subsets`` random draws of ``shots`` training images per class from (N,) ``labels``: each a sorted
+    (shots * num_classes,) int64 index into them, drawn without replacement from the seed (``seed``, ``shots``,
+    subset), so that kNN and the probe of a seed draw the same images. A class with fewer images is an error."""
+    labels = labels.cpu()
+    counts = torch.bincount(labels, minlength=num_classes)
+    if counts.min() < shots:
+        raise EmaeError(f"{shots} images per class: class {int(counts.argmin())} has only {int(counts.min())} "
+                        f"training images")
+    draws = []
+    for subset in range(subsets):
+        generator = torch.Generator().manual_seed(seed * 1_000_003 + shots * 1009 + subset)
+        per_class = [torch.nonzero(labels == c).flatten() for c in range(num_classes)]
+        draws.append(torch.cat([members[torch.randperm(len(members), generator=generator)[:shots]]
+                                for members in per_class]).sort().values)
+    return draws

@@ -6,6 +6,10 @@ full rate, block i at ``decay^(depth - i)``, the embeddings at ``decay^(depth + 
 batch / 256, warm-up + cosine, drop path, mixup 0.8 / cutmix 1.0 with label smoothing 0.1, RandAugment
 (9, 0.5), random erasing 0.25, autocast where the device supports it, DDP under ``torchrun``.
 
+Every epoch is evaluated on the validation split (held out of the training images,
+:func:`evaluation.common.eval_datasets`); the model of the last epoch is evaluated once on the test split, for the
+record's ``top1`` and ``top5``.
+
 Output folder: ``config.json``, ``checkpoint.pth`` (weights, optimizer, history; a re-run continues from it
 and :func:`load_finetuned` rebuilds the model from it) and ``records.jsonl``.
 """
@@ -34,9 +38,9 @@ from emae.records import print_records
 from emae.settings import autocast_dtype, pick_device
 from emae.steps import accumulation_steps
 from evaluation.backbone import build_vit, print_load, vit_kwargs
-from evaluation.common import (CHECKPOINT, EvalConfig, add_config_arguments, eval_datasets, resolve_config, start_run,
-                               write_run_records)
-from evaluation.training import Trainer, cosine_schedule, evaluate, fit, image_loaders
+from evaluation.common import (CHECKPOINT, EvalConfig, add_config_arguments, eval_datasets, resolve_config, selection,
+                               start_run, write_run_records)
+from evaluation.training import Trainer, cosine_schedule, eval_loader, evaluate, fit, image_loaders
 
 
 @dataclass
@@ -114,9 +118,9 @@ def run(cfg: FinetuneConfig):
         return done
     weights = read_weights(cfg.checkpoint, cfg.arch)
     img_size = cfg.img_size or weights.info.img_size
-    train, val, classes = eval_datasets(cfg, train_transform(cfg, img_size),
-                                        eval_transform(img_size, cfg.mean, cfg.std, cfg.crop_ratio),
-                                        weights.info.in_chans)
+    splits = eval_datasets(cfg, train_transform(cfg, img_size),
+                           eval_transform(img_size, cfg.mean, cfg.std, cfg.crop_ratio), weights.info.in_chans)
+    classes = splits.num_classes
     arguments = dict(img_size=img_size, num_classes=classes, global_pool=cfg.global_pool, drop_path_rate=cfg.drop_path)
     model, report = build_vit(weights, **arguments)
     if ev.dist.is_main:
@@ -125,13 +129,13 @@ def run(cfg: FinetuneConfig):
     nn.init.zeros_(model.head.bias)
     model.to(ev.device)
 
-    train_loader, val_loader, sampler = image_loaders(train, val, cfg.batch_size, cfg.num_workers, ev.dist, cfg.seed,
-                                                      ev.device)
+    train_loader, val_loader, sampler = image_loaders(splits.train, splits.val, cfg.batch_size, cfg.num_workers,
+                                                      ev.dist, cfg.seed, ev.device)
     accum = accumulation_steps(cfg.effective_batch, cfg.batch_size, ev.dist.world_size)
     batch = accum * cfg.batch_size * ev.dist.world_size
     updates = len(train_loader) // accum
     if updates == 0:
-        raise EmaeError(f"{cfg.data}: {len(train)} training images are fewer than one batch of {batch}")
+        raise EmaeError(f"{cfg.data}: {len(splits.train)} training images are fewer than one batch of {batch}")
     lr = cfg.lr or cfg.blr * batch / 256
     optimizer = create_optimizer_v2(model, "adamw", lr=lr, weight_decay=cfg.weight_decay, layer_decay=cfg.layer_decay)
     mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, prob=cfg.mixup_prob,
@@ -151,15 +155,19 @@ def run(cfg: FinetuneConfig):
                       loss_fn, ev.device, ev.amp_dtype, accum, cfg.clip_grad, mixup)
     history, wall = fit(trainer, train_loader, val_loader, ev, cfg.epochs, sampler,
                         extra_state={"vit": vit_kwargs(weights, **arguments)})
+    fitted = ev.elapsed()
+    test = evaluate(model, eval_loader(splits.test, cfg.batch_size, cfg.num_workers, ev.dist, ev.device), ev.device,
+                    ev.amp_dtype, ev.dist)[0].tolist()
     if not ev.dist.is_main:
         return []
     last = history[-1]
     extra = {"epochs": cfg.epochs, "batch_size": batch, "lr": lr, "layer_decay": cfg.layer_decay,
-             "drop_path": cfg.drop_path, "train_images": len(train), "val_images": len(val),
-             "peak_top1": max(e["top1"][0] for e in history), "checkpoint": str(ev.out / CHECKPOINT),
+             "drop_path": cfg.drop_path, "train_images": len(splits.train), "val_images": len(splits.val),
+             "test_images": len(splits.test), **selection(splits, {"epoch": last["epoch"]}, last["top1"][0]),
+             "peak_val_top1": max(e["top1"][0] for e in history), "checkpoint": str(ev.out / CHECKPOINT),
              "load_report": report.to_dict()}
-    return write_run_records(ev, weights.config, weights.arch, {"top1": last["top1"][0], "top5": last["top5"][0]},
-                             wall, extra)
+    return write_run_records(ev, weights.config, weights.arch, {"top1": test[0], "top5": test[1]},
+                             wall + ev.elapsed() - fitted, extra)
 
 
 def load_finetuned(path: str | os.PathLike) -> tuple[VisionTransformer, FinetuneConfig]:
@@ -173,13 +181,14 @@ def load_finetuned(path: str | os.PathLike) -> tuple[VisionTransformer, Finetune
 
 
 def finetuned_accuracy(path: str | os.PathLike, device: str = "auto") -> dict[str, float]:
-    """Top-1 / top-5 (percent) of a saved fine-tuned model on its config's validation split."""
+    """Top-1 / top-5 (percent) of a saved fine-tuned model on its config's test split (the one its record
+    reports)."""
     model, cfg = load_finetuned(path)
     target = pick_device(device)
     img_size = model.patch_embed.img_size[0]
     transform = eval_transform(img_size, cfg.mean, cfg.std, cfg.crop_ratio)
-    _, val, _ = eval_datasets(cfg, transform, transform, model.patch_embed.proj.in_channels)
-    loader = torch.utils.data.DataLoader(val, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
+    test = eval_datasets(cfg, transform, transform, model.patch_embed.proj.in_channels).test
+    loader = torch.utils.data.DataLoader(test, batch_size=cfg.batch_size, num_workers=cfg.num_workers)
     acc = evaluate(model.to(target), loader, target, autocast_dtype(cfg.amp, target))[0]
     return {"top1": acc[0].item(), "top5": acc[1].item()}
 

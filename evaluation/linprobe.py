@@ -7,16 +7,27 @@ base lr 0.1 with lr = base lr x batch / 256, weight decay 0, warm-up then cosine
 resized crop (:class:`emae.data.TFRandomResizedCrop`, bicubic) + flip; top-1 / top-5 on the validation
 split after every epoch (``--eval-every N``: after every N-th epoch and the last).
 
+Every choice is made on the validation split, held out of the training images
+(:func:`evaluation.common.eval_datasets`): the heads are evaluated there during training, and the test split is
+evaluated once, with the chosen head, for the record's ``top1`` and ``top5``. The full mode chooses the base
+learning rate (``--blrs``) at the last epoch.
+
 ``--fast``: the features are extracted once, without augmentation, and cached; the probes then train on
-them in memory, which takes seconds instead of hours. Several base learning rates (``--blrs``) train side by
-side, as DINOv2's linear evaluation does, as one batched product (:class:`LinearHeads`), and the best one's
-final accuracy is reported (chosen on the validation split, as DINOv2 does; every head's accuracy is kept in
-the record). Its loop (:func:`fit_heads`) reads nothing back from the device between evaluations and saves no
-checkpoint: a stopped run trains again from the start.
+them in memory, which takes seconds instead of hours. A grid of heads trains side by side on one pass of the
+features, as DINOv2's linear evaluation does: read-outs (``readouts``, :data:`evaluation.features.READOUTS`:
+the cls token, the patch-token average or both, of the last block or averaged over the last four) x base
+learning rates, as one batched product (:class:`LinearHeads`), and the head and evaluated epoch with the best
+validation top-1 are chosen; every cell's validation accuracy is kept in the record's ``grid``. ``shots``:
+few-shot probes as well, the same grid on ``shots`` random training images per class (``shot_subsets`` draws,
+the same images as few-shot kNN's), trained on the whole draw at once for ``epochs`` updates at the learning
+rates of the full-data probe, chosen on the validation split at the last epoch, recorded as ``top1_Nshot``,
+the mean over the draws. Its loop (:func:`fit_heads`) reads nothing back from the device between
+evaluations and saves no checkpoint: a stopped run trains again from the start.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -35,16 +46,20 @@ from emae.errors import EmaeError
 from emae.records import PIXELS, print_records
 from emae.steps import NonFiniteLossError, accumulation_steps
 from evaluation.backbone import build_vit, print_load
-from evaluation.common import (EvalConfig, EvalRun, add_config_arguments, eval_datasets, resolve_config, start_run,
-                               write_run_records)
-from evaluation.features import FrozenEncoder, evaluation_features
-from evaluation.training import Trainer, cosine_schedule, describe, epoch_seed, evaluates, fit, image_loaders, topk_hits
+from evaluation.common import (EvalConfig, EvalRun, EvalSplits, add_config_arguments, eval_datasets,
+                               few_shot_summary, resolve_config, selection, start_run, write_run_records)
+from evaluation.features import FrozenEncoder, evaluation_features, few_shot_subsets, pool_readout
+from evaluation.training import (Trainer, cosine_schedule, describe, epoch_seed, eval_loader, evaluate, evaluates, fit,
+                                 image_loaders, topk_hits)
 
 
 @dataclass
 class LinprobeConfig(EvalConfig):
     fast: bool = False  # train on features extracted once, without augmentation
-    blrs: tuple[float, ...] = (0.1,)  # base learning rates; several train side by side, the best is reported
+    blrs: tuple[float, ...] = (0.1,)  # base learning rates; several train side by side, chosen on validation
+    readouts: tuple[str, ...] = ()  # fast mode: the read-outs of the grid (none: global_pool's, of the last block)
+    shots: tuple[int, ...] = ()  # fast mode: few-shot probes on this many training images per class (none: none)
+    shot_subsets: int = 3  # random draws of each few-shot training set
     epochs: int = 90
     warmup_epochs: int = 10
     batch_size: int = 1024  # per process (in fast mode: of the feature extraction)
@@ -71,6 +86,12 @@ class LinprobeConfig(EvalConfig):
                             f"{self.warmup_epochs}")
         if self.eval_every < 0:
             raise EmaeError(f"eval_every must be >= 0 (0 or 1: after every epoch), got {self.eval_every}")
+        if not self.fast and (self.readouts or self.shots):
+            raise EmaeError(f"readouts and shots are grids of the fast probe (--fast); the full probe reads "
+                            f"global_pool and all training images, got readouts={self.readouts}, shots={self.shots}")
+        if (self.shots and min(self.shots) < 1) or self.shot_subsets < 1:
+            raise EmaeError(f"shots must be >= 1 and shot_subsets >= 1, got shots={self.shots}, "
+                            f"shot_subsets={self.shot_subsets}")
         return self
 
 
@@ -106,24 +127,45 @@ class HeadGrid(nn.Module):
 
 
 class LinearHeads(nn.Module):
-    """H of MAE's probes (:class:`LinearHead`) on the same features as one operation: (B, D) -> (H, B, C).
+    """MAE's probes (:class:`LinearHead`) on column ranges of the same features as one operation: (B, D) -> (H, B, C).
 
-    The BatchNorm has no parameters and every head's would normalise the same batch with the same running
-    statistics, so it runs once; the H linear layers, concatenated to one (H * C, D) weight, are one product
-    with the normalised features. Each head keeps its own weight and bias, so LARS adapts each on its own, and
-    they are drawn as H :class:`LinearHead`'s are (the same random numbers in the same order).
+    ``spans``: the columns ``[start, stop)`` of D each group of ``count`` heads reads (a read-out; default: all of
+    D), H = len(spans) x count, head ``s * count + i`` the i-th of span s. The BatchNorm has no parameters and
+    works per column, so it runs once over D and each head's is its span's columns of it; each group's
+    ``count`` linear layers, concatenated to one (count * C, stop - start) weight, are one product with its
+    normalised columns. Each head keeps its own weight and bias, so LARS adapts each on its own, and they are
+    drawn as H :class:`LinearHead`'s of their spans' widths are (the same random numbers in the same order).
     """
 
-    def __init__(self, dim: int, num_classes: int, count: int):
+    def __init__(self, dim: int, num_classes: int, count: int, spans: tuple[tuple[int, int], ...] = ()):
         super().__init__()
+        self.spans = tuple(spans) or ((0, dim),)
+        if any(not 0 <= a < b <= dim for a, b in self.spans):
+            raise EmaeError(f"head spans {self.spans} must be column ranges of the {dim} features")
+        self.count = count
         self.norm = nn.BatchNorm1d(dim, affine=False, eps=1e-6)
-        self.linears = nn.ModuleList(probe_linear(dim, num_classes) for _ in range(count))
+        self.linears = nn.ModuleList(probe_linear(b - a, num_classes) for a, b in self.spans for _ in range(count))
 
     def forward(self, x: Tensor) -> Tensor:
-        weight = torch.cat([linear.weight for linear in self.linears])  # (H * C, D)
-        bias = torch.cat([linear.bias for linear in self.linears])  # (H * C,)
-        logits = F.linear(self.norm(x), weight, bias)  # (B, H * C)
-        return logits.view(len(x), len(self.linears), -1).transpose(0, 1)  # (H, B, C)
+        x = self.norm(x)
+        logits = []
+        for s, (a, b) in enumerate(self.spans):
+            group = self.linears[s * self.count:(s + 1) * self.count]
+            weight = torch.cat([linear.weight for linear in group])  # (count * C, b - a)
+            bias = torch.cat([linear.bias for linear in group])  # (count * C,)
+            logits.append(F.linear(x[:, a:b], weight, bias))  # (B, count * C)
+        return torch.cat(logits, dim=1).view(len(x), len(self.linears), -1).transpose(0, 1)  # (H, B, C)
+
+    def head(self, h: int) -> tuple[LinearHead, tuple[int, int]]:
+        """Head ``h`` alone, in eval mode, and the columns it reads: a :class:`LinearHead` (B, stop - start) ->
+        (B, C) holding its weights and its span's running statistics."""
+        a, b = self.spans[h // self.count]
+        linear = self.linears[h]
+        single = LinearHead(b - a, linear.out_features).to(linear.weight.device)
+        single[0].running_mean.copy_(self.norm.running_mean[a:b])
+        single[0].running_var.copy_(self.norm.running_var[a:b])
+        single[1].load_state_dict(linear.state_dict())
+        return single.eval(), (a, b)
 
 
 def grid_loss(logits: Tensor, targets: Tensor) -> Tensor:
@@ -159,21 +201,25 @@ def head_accuracy(heads: LinearHeads, features: Tensor, labels: Tensor, chunk: i
 
 
 def fit_heads(heads: LinearHeads, train: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor], cfg: LinprobeConfig,
-              batch: int, log: Callable[[str], object] = print) -> list[dict]:
+              batch: int, log: Callable[[str], object] = print, lr_batch: int = 0) -> list[dict]:
     """Train ``heads`` on in-memory (N, D) features and (N,) labels, on their device, for ``cfg.epochs``: LARS
     and MAE's schedule, one update a batch of ``batch``, the data reshuffled every epoch (from
-    :func:`evaluation.training.epoch_seed`; an incomplete last batch is left out), in float32.
+    :func:`evaluation.training.epoch_seed`; an incomplete last batch is left out), in float32. The heads of
+    each span take ``cfg.blrs`` in order, each lr = base lr x ``lr_batch`` (0: ``batch``) / 256.
 
-    Returns the history of the evaluated epochs (:func:`evaluation.training.evaluates`, ``cfg.eval_every``):
-    ``epoch``, ``loss`` (the mean since the previous evaluation), ``lr`` (the largest), ``top1`` and ``top5``
-    (one value per head). Nothing is read back from the device between evaluations: the losses add up there,
-    and a non-finite sum stops the run at the next evaluation. Progress: epochs of phase "train".
+    Returns the history of the evaluated epochs on ``val`` (:func:`evaluation.training.evaluates`,
+    ``cfg.eval_every``): ``epoch``, ``loss`` (the mean since the previous evaluation), ``lr`` (the largest),
+    ``top1`` and ``top5`` (one value per head) and ``state`` (the heads' state dict then, on their device).
+    Nothing is read back from the device between evaluations: the losses add up there, and a non-finite sum
+    stops the run at the next evaluation. Progress: epochs of phase "train".
     """
     features, labels = train
     updates = len(labels) // batch
     if updates == 0:
         raise EmaeError(f"{cfg.data}: {len(labels)} training images are fewer than one batch of {batch}")
-    optimizer = lars(heads, head_lrs(cfg.blrs, batch), cfg.momentum, cfg.weight_decay)
+    if heads.count != len(cfg.blrs):
+        raise EmaeError(f"{heads.count} heads a span for {len(cfg.blrs)} base learning rates {cfg.blrs}")
+    optimizer = lars(heads, head_lrs(cfg.blrs, lr_batch or batch) * len(heads.spans), cfg.momentum, cfg.weight_decay)
     scheduler = cosine_schedule(optimizer, cfg.epochs, cfg.warmup_epochs, updates, cfg.min_lr)
     generator = torch.Generator(device=features.device)
     history, step, since, loss_sum = [], 0, 0, torch.zeros((), device=features.device)
@@ -199,7 +245,8 @@ def fit_heads(heads: LinearHeads, train: tuple[Tensor, Tensor], val: tuple[Tenso
                                      f" of {cfg.epochs}; stopping")
         acc = head_accuracy(heads, *val)
         history.append({"epoch": epoch, "loss": mean, "lr": max(g["lr"] for g in optimizer.param_groups),
-                        "top1": acc[:, 0].tolist(), "top5": acc[:, 1].tolist()})
+                        "top1": acc[:, 0].tolist(), "top5": acc[:, 1].tolist(),
+                        "state": {k: v.clone() for k, v in heads.state_dict().items()}})
         log(f"epoch {epoch}/{cfg.epochs}: " + describe(history[-1]))
         since, loss_sum = step, torch.zeros_like(loss_sum)
     return history
@@ -207,17 +254,46 @@ def fit_heads(heads: LinearHeads, train: tuple[Tensor, Tensor], val: tuple[Tenso
 
 @dataclass
 class ProbeRun:
-    """A trained probe of either mode: its history (entries with ``top1`` and ``top5`` after an evaluation),
-    effective batch and what the records say of its backbone and data."""
+    """A trained probe of either mode: its grid of validation accuracies, the head chosen on the validation
+    split, that head's accuracy on the test split (evaluated once), and what the records say of its backbone
+    and data."""
 
-    history: list[dict]
+    grid: dict[str, dict[str, list[float]]]  # read-out -> base lr -> validation top-1 at each evaluated epoch
+    epochs: list[int]  # the evaluated epochs
+    selected: dict  # the chosen cell: readout, blr, lr, epoch
+    val_top1: float  # the chosen cell's validation top-1
+    test: tuple[float, float]  # its top-1 and top-5 on the test split (percent)
+    few_shot: dict  # shots -> mean, std and draws of the few-shot probes (fast mode)
     batch: int
+    splits: EvalSplits
     report: LoadReport
-    train_images: int
     config: dict | None  # the backbone's pre-training config (the records' backbone fields)
     arch: str
-    features_reused: bool  # fast mode: features read from the cache
+    features_reused: bool
     wall_time_s: float
+
+
+def select_head(history: list[dict], last_only: bool = False) -> tuple[int, dict]:
+    """(head, history entry) of the best validation top-1 among the evaluated entries (``last_only``: of the
+    last); a tie goes to the earliest epoch, then to the first head."""
+    entries = [e for e in history if "top1" in e]
+    entries = entries[-1:] if last_only else entries
+    return max(((h, e) for e in entries for h in range(len(e["top1"]))), key=lambda pair: pair[1]["top1"][pair[0]])
+
+
+def cell_grid(history: list[dict], readouts: tuple[str, ...], blrs: tuple[float, ...]) -> dict:
+    """read-out -> base lr -> the validation top-1 of that head at each evaluated entry of ``history`` (heads
+    ordered read-out-major, as :class:`LinearHeads` orders its spans' heads)."""
+    evaluated = [e for e in history if "top1" in e]
+    return {readout: {str(blr): [e["top1"][r * len(blrs) + i] for e in evaluated] for i, blr in enumerate(blrs)}
+            for r, readout in enumerate(readouts)}
+
+
+def chosen_cell(h: int, entry: dict, readouts: tuple[str, ...], cfg: LinprobeConfig, batch: int) -> dict:
+    """The cell of head ``h`` chosen at history ``entry``: its read-out, base lr, lr and epoch."""
+    blr = cfg.blrs[h % len(cfg.blrs)]
+    return {"readout": readouts[h // len(cfg.blrs)], "blr": blr, "lr": head_lrs((blr,), batch)[0],
+            "epoch": entry["epoch"]}
 
 
 def train_transform(cfg: LinprobeConfig, img_size: int):
@@ -227,22 +303,23 @@ def train_transform(cfg: LinprobeConfig, img_size: int):
 
 
 def _full_probe(ev: EvalRun) -> ProbeRun:
-    """Frozen encoder + probes on augmented images, through the shared loop (checkpointed every epoch)."""
+    """Frozen encoder + probes on augmented images, through the shared loop (checkpointed every epoch); the
+    base lr chosen on the validation split at the last epoch, then the test split evaluated with that head."""
     cfg = ev.cfg
     weights = read_weights(cfg.checkpoint, cfg.arch)
     vit, report = build_vit(weights, img_size=cfg.img_size, global_pool=cfg.global_pool)
     if ev.dist.is_main:
         print_load(weights, report)
     img_size = vit.patch_embed.img_size[0]
-    train, val, classes = eval_datasets(cfg, train_transform(cfg, img_size),
-                                        eval_transform(img_size, cfg.mean, cfg.std, cfg.crop_ratio),
-                                        weights.info.in_chans)
-    grid = HeadGrid(vit.num_features, classes, len(cfg.blrs))
+    splits = eval_datasets(cfg, train_transform(cfg, img_size),
+                           eval_transform(img_size, cfg.mean, cfg.std, cfg.crop_ratio), weights.info.in_chans)
+    train = splits.train
+    grid = HeadGrid(vit.num_features, splits.num_classes, len(cfg.blrs))
     model: nn.Module = nn.Sequential(FrozenEncoder(vit), grid).to(ev.device)
     if ev.dist.enabled:
         model = DistributedDataParallel(model, device_ids=[ev.device.index] if ev.device.type == "cuda" else None)
-    train_loader, val_loader, sampler = image_loaders(train, val, cfg.batch_size, cfg.num_workers, ev.dist, cfg.seed,
-                                                      ev.device)
+    train_loader, val_loader, sampler = image_loaders(train, splits.val, cfg.batch_size, cfg.num_workers, ev.dist,
+                                                      cfg.seed, ev.device)
     accum = accumulation_steps(cfg.effective_batch, cfg.batch_size, ev.dist.world_size)
     batch = accum * cfg.batch_size * ev.dist.world_size
     updates = len(train_loader) // accum
@@ -253,21 +330,60 @@ def _full_probe(ev: EvalRun) -> ProbeRun:
                                                               cfg.min_lr),
                       grid_loss, ev.device, ev.amp_dtype, accum)
     history, wall = fit(trainer, train_loader, val_loader, ev, cfg.epochs, sampler, eval_every=cfg.eval_every)
-    return ProbeRun(history, batch, report, len(train), weights.config, weights.arch, False, wall)
+    fitted = ev.elapsed()
+    h, entry = select_head(history, last_only=True)
+    chosen = nn.Sequential(FrozenEncoder(vit), grid.heads[h])  # the test split sees the chosen head only
+    test = evaluate(chosen, eval_loader(splits.test, cfg.batch_size, cfg.num_workers, ev.dist, ev.device), ev.device,
+                    ev.amp_dtype, ev.dist)[0]
+    readouts = (pool_readout(cfg.global_pool),)
+    return ProbeRun(cell_grid(history, readouts, cfg.blrs), [e["epoch"] for e in history if "top1" in e],
+                    chosen_cell(h, entry, readouts, cfg, batch), entry["top1"][h], tuple(test.tolist()), {}, batch,
+                    splits, report, weights.config, weights.arch, False, wall + ev.elapsed() - fitted)
 
 
 def _fast_probe(ev: EvalRun) -> ProbeRun:
-    """Probes on cached features, or on raw pixels (one process, one batch per update). The heads are drawn
-    from ``cfg.seed`` after the features are made, so that a run on cached features trains what the run that
-    extracted them did (extraction draws from the random state)."""
+    """The grid of probes on cached features, or on raw pixels (one process, one batch per update), then the
+    few-shot grids. The heads are drawn from ``cfg.seed`` after the features are made, so that a run on cached
+    features trains what the run that extracted them did (extraction draws from the random state)."""
     cfg = ev.cfg
     data = evaluation_features(ev, cfg.features_dir)
-    train, val = [(x.to(ev.device), y.to(ev.device)) for x, y in (data.train, data.val)]
-    torch.manual_seed(cfg.seed)
-    heads = LinearHeads(train[0].shape[1], data.num_classes, len(cfg.blrs)).to(ev.device)
+    readouts = (data.default,) if data.default == PIXELS else (cfg.readouts or (data.default,))
+    for name in readouts:
+        if name not in data.readouts:
+            raise EmaeError(f"read-out {name!r} is not one of this backbone's: {sorted(data.readouts)}")
+    spans = tuple(data.readouts[name] for name in readouts)
+    train, val, test = [(x.to(ev.device), y.to(ev.device)) for x, y in (data.train, data.val, data.test)]
     batch = cfg.effective_batch or cfg.batch_size
-    history = fit_heads(heads, train, val, cfg, batch)
-    return ProbeRun(history, batch, data.report, len(train[1]), data.config, data.arch, data.reused, ev.elapsed())
+
+    def probe(split: tuple[Tensor, Tensor], settings: LinprobeConfig, size: int, last_only: bool, log=print):
+        """Train the grid on ``split`` in batches of ``size`` (at the full-data probe's lrs), choose its head on
+        the validation split; (history, head, history entry, its test top-1 and top-5)."""
+        torch.manual_seed(cfg.seed)
+        heads = LinearHeads(train[0].shape[1], data.splits.num_classes, len(cfg.blrs), spans).to(ev.device)
+        history = fit_heads(heads, split, val, settings, size, log=log, lr_batch=batch)
+        h, entry = select_head(history, last_only)
+        heads.load_state_dict(entry["state"])
+        single, (start, stop) = heads.head(h)  # the test split sees the chosen head only
+        with torch.no_grad():
+            hits = topk_hits(single(test[0][:, start:stop]), test[1])[0]
+        return history, h, entry, (100.0 * hits / len(test[1])).tolist()
+
+    history, h, entry, (top1, top5) = probe(train, cfg, batch, last_only=False)
+    few_shot, once = {}, dataclasses.replace(cfg, eval_every=cfg.epochs)  # few-shot: chosen at the last epoch
+    for shots in cfg.shots:
+        draws = []
+        for index in few_shot_subsets(train[1], data.splits.num_classes, shots, cfg.shot_subsets, cfg.seed):
+            index = index.to(ev.device)
+            subset = (train[0][index], train[1][index])
+            shot_history, shot_h, shot_entry, (shot_top1, _) = probe(
+                subset, once, len(index), last_only=True, log=lambda line: print(f"{shots}-shot probe: {line}"))
+            draws.append(dict(chosen_cell(shot_h, shot_entry, readouts, cfg, batch),
+                              grid=cell_grid(shot_history, readouts, cfg.blrs),
+                              val_top1=shot_entry["top1"][shot_h], top1=shot_top1))
+        few_shot[str(shots)] = few_shot_summary(draws)
+    return ProbeRun(cell_grid(history, readouts, cfg.blrs), [e["epoch"] for e in history],
+                    chosen_cell(h, entry, readouts, cfg, batch), entry["top1"][h], (top1, top5), few_shot, batch,
+                    data.splits, data.report, data.config, data.arch, data.reused, ev.elapsed())
 
 
 def run(cfg: LinprobeConfig):
@@ -279,15 +395,15 @@ def run(cfg: LinprobeConfig):
     probe = _fast_probe(ev) if cfg.fast else _full_probe(ev)
     if not ev.dist.is_main:
         return []
-    evaluated = [e for e in probe.history if "top1" in e]
-    last, lrs = evaluated[-1], head_lrs(cfg.blrs, probe.batch)
-    best = max(range(len(lrs)), key=lambda h: last["top1"][h])
-    extra = {"mode": "fast" if cfg.fast else "full", "epochs": cfg.epochs, "batch_size": probe.batch,
-             "blr": cfg.blrs[best], "lr": lrs[best], "heads": {str(b): t for b, t in zip(cfg.blrs, last["top1"])},
-             "peak_top1": max(max(e["top1"]) for e in evaluated), "train_images": probe.train_images,
-             "features_reused": probe.features_reused, "load_report": probe.report.to_dict()}
-    return write_run_records(ev, probe.config, probe.arch, {"top1": last["top1"][best], "top5": last["top5"][best]},
-                             probe.wall_time_s, extra)
+    chosen = probe.selected
+    extra = {"mode": "fast" if cfg.fast else "full", "epochs": cfg.epochs, "batch_size": probe.batch, **chosen,
+             "grid": probe.grid, "evaluated_epochs": probe.epochs, **selection(probe.splits, chosen, probe.val_top1),
+             "few_shot": probe.few_shot, "train_images": len(probe.splits.train), "val_images": len(probe.splits.val),
+             "test_images": len(probe.splits.test), "features_reused": probe.features_reused,
+             "load_report": probe.report.to_dict()}
+    metrics = {"top1": probe.test[0], "top5": probe.test[1],
+               **{f"top1_{shots}shot": cell["mean"] for shots, cell in probe.few_shot.items()}}
+    return write_run_records(ev, probe.config, probe.arch, metrics, probe.wall_time_s, extra)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -2,8 +2,9 @@
 memory, has its own: :func:`evaluation.linprobe.fit_heads`).
 
 Per-iteration warm-up + half-cycle cosine schedule (timm's ``CosineLRScheduler``), gradient accumulation up
-to an effective batch, autocast, an evaluation of top-1 / top-5 on the validation split after every epoch
-(or every few: :func:`evaluates`), and ``OUTPUT_DIR/checkpoint.pth`` written atomically after every epoch, from
+to an effective batch, autocast, an evaluation of top-1 / top-5 on the validation split (held out of the training
+images; the test split is evaluated once, by the caller, after training) after every epoch (or every few:
+:func:`evaluates`), and ``OUTPUT_DIR/checkpoint.pth`` written atomically after every epoch, from
 which a re-run continues. Random state is re-seeded from (seed, epoch, rank) at the start of every epoch
 (:func:`epoch_seed`), so a resumed run draws the same augmentations as an uninterrupted one.
 
@@ -213,9 +214,15 @@ def image_loaders(train: Dataset, val: Dataset, batch_size: int, num_workers: in
     counted once."""
     sampler = DistributedSampler(train, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=seed,
                                  drop_last=True)
-    pin = device.type == "cuda"
     train_loader = DataLoader(train, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
-                              pin_memory=pin, drop_last=True, persistent_workers=num_workers > 0)
-    shard = Subset(val, range(info.rank, len(val), info.world_size))
-    val_loader = DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=num_workers, pin_memory=pin)
-    return train_loader, val_loader, sampler
+                              pin_memory=device.type == "cuda", drop_last=True, persistent_workers=num_workers > 0)
+    return train_loader, eval_loader(val, batch_size, num_workers, info, device), sampler
+
+
+def eval_loader(dataset: Dataset, batch_size: int, num_workers: int, info: DistInfo, device: torch.device
+                ) -> DataLoader:
+    """A loader of this process's share of an evaluation split (validation or test), split between the
+    processes without padding, so that every image is counted once (:func:`evaluate` sums the counts)."""
+    shard = Subset(dataset, range(info.rank, len(dataset), info.world_size))
+    return DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                      pin_memory=device.type == "cuda")

@@ -82,25 +82,29 @@ def test_the_figure_is_the_stages_seconds_over_their_flops_at_the_mean_rate(tmp_
 @pytest.mark.fmnist
 def test_knn_counts_the_extraction_and_similarities_and_the_probe_reads_the_cache(tmp_path):
     """The encoder's forward, counted on the meta device, against a hand count (attention included), x the 20k
-    training and 10k test images kNN extracted, plus its similarities; the probe that reused the features counts
-    its heads only: 4 B D H C per update (forward and the weights' gradient) and 2 N D H C per evaluation."""
+    training, 10k validation and 10k test images kNN extracted, plus its similarities; the probe that reused the features counts
+    its heads only: 4 B D H C per update (forward and the weights' gradient), 2 N D H C per evaluation of the
+    validation split and the chosen head once on the test split."""
     plan = fake_root(tmp_path, {"untrained/knn": 30.0, "untrained/linprobe": 20.0})
     checkpoint = tmp_path / "untrained.pth"
     save_checkpoint(untrained_checkpoint(preset_config("fmnist-small")), checkpoint)
     knn = KnnConfig.from_dict(dict(preset_values("fmnist", "knn"), checkpoint=str(checkpoint)))
-    write_record(plan["untrained/knn"], "knn", {"train_images": 20000, "val_images": 10000, "features_reused": False},
-                 knn.to_dict())
+    splits = {"train_images": 20000, "val_images": 10000, "test_images": 10000}
+    write_record(plan["untrained/knn"], "knn", {**splits, "features_reused": False}, knn.to_dict())
     probe = LinprobeConfig.from_dict(dict(preset_values("fmnist", "linprobe"), checkpoint=str(checkpoint)))
+    grid = {"avg": {}, "cls": {}}  # two read-outs
     write_record(plan["untrained/linprobe"], "linprobe",
-                 {"train_images": 20000, "batch_size": 1024, "features_reused": True}, probe.to_dict())
+                 {**splits, "batch_size": 1024, "features_reused": True, "grid": grid}, probe.to_dict())
     counts = {c.name: c for c in count_stages(tmp_path)}
 
     dim = 128  # vit_tiny_p8_fmnist: 8-px patches of 32-px grey images, 128-d, 4 blocks
     per_image = vit_forward_flops(32, 8, 1, dim, 4)
-    assert counts["untrained/knn"].flops == per_image * 30000 + 2 * 10000 * 20000 * dim
-    heads = len(probe.blrs) * 10
+    # every k on the validation split, the chosen one on the test split
+    assert counts["untrained/knn"].flops == per_image * 40000 + (len(knn.ks) + 1) * 2 * 10000 * 20000 * dim
+    heads = len(grid) * len(probe.blrs) * 10
     updates, evaluations = probe.epochs * (20000 // 1024), probe.epochs // probe.eval_every
-    assert counts["untrained/linprobe"].flops == (updates * 4 * 1024 + evaluations * 2 * 10000) * dim * heads
+    assert counts["untrained/linprobe"].flops == ((updates * 4 * 1024 + evaluations * 2 * 10000) * dim * heads
+                                                  + 2 * 10000 * dim * 10)
     assert "features read from the cache" in counts["untrained/linprobe"].note
 
 

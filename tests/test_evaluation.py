@@ -39,7 +39,7 @@ from evaluation.linprobe import run as run_linprobe
 
 pytestmark = pytest.mark.fmnist
 
-SMALL = dict(train_limit=2000, val_limit=1000, threads=1, num_workers=0)
+SMALL = dict(train_limit=2000, val_limit=1000, test_limit=1000, threads=1, num_workers=0)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -210,8 +210,9 @@ def test_knn_beats_chance_writes_a_record_and_is_not_rerun(ours, tmp_path, capsy
     assert record.protocol == "knn" and record.metric == "top1" and record.value > 40
     assert (record.method, record.arch, record.pretrain_epochs, record.pretrain_data) == \
            ("emae", "vit_tiny_fmnist", 1, "fashion-mnist")
-    assert record.extra["train_images"] == 2000 and record.extra["val_images"] == 1000
-    assert json.loads((tmp_path / "knn" / "config.json").read_text())["k"] == 20
+    assert record.extra["train_images"] == 2000 and record.extra["val_images"] == record.extra["test_images"] == 1000
+    assert record.extra["k"] in (10, 20, 100, 200) and record.extra["val_top1"] == max(record.extra["grid"].values())
+    assert json.loads((tmp_path / "knn" / "config.json").read_text())["ks"] == [10, 20, 100, 200]
     assert run_knn(cfg) == [record]
     assert "already done" in capsys.readouterr().out
     assert read_records(tmp_path / "knn") == [record]
@@ -224,19 +225,20 @@ def test_fast_linear_probe_on_an_official_checkpoint(official, tmp_path, capsys)
     cfg = LinprobeConfig(fast=True, epochs=20, warmup_epochs=2, effective_batch=256, blrs=(1.0, 10.0),
                          output_dir=str(tmp_path / "lp"), pretrain_epochs=1600, pretrain_data="ImageNet-1K", **common)
     top1, top5 = run_linprobe(cfg)
-    assert capsys.readouterr().out.count("reusing") == 2  # the kNN's features, not extracted again
+    assert capsys.readouterr().out.count("reusing") == 3  # the kNN's features of the three splits, not extracted again
     assert top1.extra["features_reused"] is True
     assert top1.value > 40 and top5.value > top1.value
     assert (top1.method, top1.arch, top1.pretrain_epochs, top1.pretrain_data) == \
            ("mae", "vit_tiny_fmnist", 1600, "ImageNet-1K")
-    assert set(top1.extra["heads"]) == {"1.0", "10.0"} and top1.extra["mode"] == "fast"
-    assert top1.value == max(top1.extra["heads"].values())
+    grid = top1.extra["grid"]
+    assert set(grid) == {"cls-last"} and set(grid["cls-last"]) == {"1.0", "10.0"} and top1.extra["mode"] == "fast"
+    assert top1.extra["val_top1"] == max(max(cell) for cell in grid["cls-last"].values())
 
 
 def test_full_linear_probe_resumes_after_a_kill_as_if_never_killed(ours, tmp_path, monkeypatch, capsys):
     def config(out):
         return LinprobeConfig(checkpoint=str(ours), output_dir=str(out), epochs=2, warmup_epochs=1, batch_size=64,
-                              effective_batch=128, **dict(SMALL, train_limit=512, val_limit=256))
+                              effective_batch=128, **dict(SMALL, train_limit=512, val_limit=256, test_limit=256))
     real_epoch, epochs_run, kill_at = training.train_one_epoch, [], [2]
 
     def counted(t, loader, step, desc):
@@ -288,16 +290,16 @@ def test_short_fine_tune_beats_chance_and_its_checkpoint_gives_the_same_accuracy
 
 
 def test_another_evaluation_in_the_same_folder_is_refused(ours, tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps(KnnConfig(checkpoint=str(ours), k=5).to_dict()))
+    (tmp_path / "config.json").write_text(json.dumps(KnnConfig(checkpoint=str(ours), ks=(5,)).to_dict()))
     (tmp_path / "records.jsonl").touch()  # its results
-    cfg = KnnConfig(checkpoint=str(ours), output_dir=str(tmp_path), k=20)
-    with pytest.raises(EmaeError, match=r"config.json: this folder holds a run with other settings \(k: \[5\]\)"):
+    cfg = KnnConfig(checkpoint=str(ours), output_dir=str(tmp_path), ks=(20,))
+    with pytest.raises(EmaeError, match=r"config.json: this folder holds a run with other settings \(ks: \[\[5\]\]\)"):
         start_run(cfg)
     (tmp_path / "records.jsonl").unlink()  # a folder with a config but no work yet is taken over
     run, done = start_run(cfg)
-    assert done == [] and json.loads((tmp_path / "config.json").read_text())["k"] == 5  # nothing written yet
+    assert done == [] and json.loads((tmp_path / "config.json").read_text())["ks"] == [5]  # nothing written yet
     run.open_folder()  # as the run does before its first output
-    assert json.loads((tmp_path / "config.json").read_text())["k"] == 20
+    assert json.loads((tmp_path / "config.json").read_text())["ks"] == [20]
 
 
 # ---------------------------------------------------------------- recipes
@@ -394,9 +396,11 @@ def test_knn_on_class_folders_with_an_rgb_timm_checkpoint(tmp_path):
     vit = VisionTransformer(img_size=32, patch_size=8, embed_dim=192, depth=2, num_heads=3, num_classes=0)
     torch.save(vit.state_dict(), tmp_path / "vit.pth")
     cfg = KnnConfig(checkpoint=str(tmp_path / "vit.pth"), dataset="imagefolder", data=str(tmp_path / "data"),
-                    mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), crop_ratio=0.875, eval_name="colours val", k=3,
+                    mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), crop_ratio=0.875, eval_name="colours val", ks=(3,),
                     output_dir=str(tmp_path / "out"), threads=1, num_workers=0)
     (record,) = run_knn(cfg)
     assert (record.arch, record.dataset, record.method, record.pretrain_epochs) == \
            ("vit_p8_d192_l2", "colours val", "mae", -1)
     assert record.value == 100.0  # red and blue are told apart by any features
+    assert record.extra["selected_on"] == f"{tmp_path / 'data' / 'train'}: last 0.01 of each class"
+    assert (record.extra["train_images"], record.extra["val_images"], record.extra["test_images"]) == (6, 2, 8)

@@ -66,13 +66,13 @@ def test_training_reports_every_update_and_every_evaluation_batch(reports):
 def test_a_fine_tune_reports_its_steps_over_the_whole_run(tiny_checkpoint, tmp_path, reports):
     cfg = FinetuneConfig(checkpoint=str(tiny_checkpoint), output_dir=str(tmp_path / "ft"), epochs=2, warmup_epochs=0.5,
                          batch_size=32, effective_batch=64, mixup=0.0, cutmix=0.0, auto_augment="", reprob=0.0,
-                         drop_path=0.0, train_limit=256, val_limit=96, threads=1, num_workers=0)
+                         drop_path=0.0, train_limit=256, val_limit=96, test_limit=64, threads=1, num_workers=0)
     run_finetune(cfg)
     train = [r for r in reports if r[3] == "train"]
     assert train[0] == (0, 8, "steps", "train") and train[-1] == (8, 8, "steps", "train")  # 2 epochs x 4 updates
     assert [r[0] for r in train] == sorted(r[0] for r in train)
-    assert reports[-1] == (3, 3, "batches", "eval")  # the last evaluation's 3 batches of 32
-    assert [r for r in reports if r[3] == "eval"].count((3, 3, "batches", "eval")) == 2  # one per epoch
+    assert reports[-1] == (2, 2, "batches", "eval")  # the test split's 2 batches of 32, once at the end
+    assert [r for r in reports if r[3] == "eval"].count((3, 3, "batches", "eval")) == 2  # validation, each epoch
 
 
 @pytest.mark.fmnist
@@ -80,7 +80,7 @@ def test_progress_file_holds_the_last_report(tiny_checkpoint, tmp_path, monkeypa
     monkeypatch.setenv(progress.ENV, str(tmp_path / "progress.json"))
     cfg = FinetuneConfig(checkpoint=str(tiny_checkpoint), output_dir=str(tmp_path / "ft"), epochs=1, warmup_epochs=0,
                          batch_size=32, effective_batch=32, mixup=0.0, cutmix=0.0, auto_augment="", reprob=0.0,
-                         drop_path=0.0, train_limit=128, val_limit=64, threads=1, num_workers=0)
+                         drop_path=0.0, train_limit=128, val_limit=64, test_limit=64, threads=1, num_workers=0)
     run_finetune(cfg)
     entry = json.loads(Path(tmp_path / "progress.json").read_text())
     assert {k: entry[k] for k in ("done", "total", "unit", "phase")} == \

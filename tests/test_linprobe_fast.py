@@ -15,6 +15,7 @@ from emae.records import read_records
 from emae.steps import NonFiniteLossError
 from evaluation.features import extract_features
 from evaluation.linprobe import LinearHead, LinearHeads, LinprobeConfig, fit_heads, grid_loss, lars, run
+from evaluation.readouts import READOUTS
 from evaluation.training import cosine_schedule, evaluates
 
 DIM, CLASSES, BLRS = 16, 4, (0.1, 1.0, 10.0)
@@ -152,37 +153,50 @@ def test_feature_extraction_reports_its_batches(reports):
 @pytest.mark.fmnist
 def test_fast_probe_from_the_command_line_writes_its_records(tiny_checkpoint, tmp_path, reports):
     common = ["eval", "linprobe", "--fast", "--checkpoint", str(tiny_checkpoint), "--features-dir",
-              str(tmp_path / "features"), "--train-limit", "512", "--val-limit", "256", "--epochs", "15",
-              "--warmup-epochs", "2", "--effective-batch", "128", "--blrs", "1.0", "10.0", "--eval-every", "4",
-              "--threads", "1", "--num-workers", "0"]
-    assert cli_main([*common, "--output-dir", str(tmp_path / "lp")]) == 0
-    top1, top5 = read_records(tmp_path / "lp")
+              str(tmp_path / "features"), "--train-limit", "512", "--val-limit", "256", "--test-limit", "256",
+              "--epochs", "15", "--warmup-epochs", "2", "--effective-batch", "128", "--blrs", "1.0", "10.0",
+              "--eval-every", "4", "--threads", "1", "--num-workers", "0"]
+    assert cli_main([*common, "--output-dir", str(tmp_path / "lp")]) == 0  # the fmnist preset: its grid, few-shot
+    top1, top5, *few_shot = read_records(tmp_path / "lp")
     assert (top1.protocol, top1.metric, top5.metric) == ("linprobe", "top1", "top5")
-    assert set(top1.extra) >= {"mode", "epochs", "batch_size", "blr", "lr", "heads", "peak_top1", "train_images",
-                               "features_reused", "load_report"}
+    assert [r.metric for r in few_shot] == ["top1_1shot", "top1_5shot", "top1_10shot", "top1_25shot"]
+    for record in few_shot:  # the mean of 3 draws, each chosen on the validation split at the last epoch
+        draws = top1.extra["few_shot"][record.metric[5:-4]]["draws"]
+        assert len(draws) == 3 and record.value == pytest.approx(sum(d["top1"] for d in draws) / 3)
+        assert all(d["val_top1"] == max(c[-1] for cells in d["grid"].values() for c in cells.values()) for d in draws)
+    assert set(top1.extra) >= {"mode", "epochs", "batch_size", "readout", "blr", "lr", "epoch", "grid", "selected_on",
+                               "reported_on", "val_top1", "train_images", "features_reused", "load_report"}
     assert top1.extra["mode"] == "fast" and top1.extra["epochs"] == 15 and top1.extra["batch_size"] == 128
     assert top1.extra["train_images"] == 512 and top1.extra["features_reused"] is False
-    assert set(top1.extra["heads"]) == {"1.0", "10.0"} and top1.value == max(top1.extra["heads"].values())
-    assert top1.extra["lr"] == top1.extra["blr"] * 128 / 256 and top1.extra["peak_top1"] >= top1.value
+    grid = top1.extra["grid"]
+    assert set(grid) == set(READOUTS) and all(set(cells) == {"1.0", "10.0"} for cells in grid.values())
+    assert top1.extra["evaluated_epochs"] == [4, 8, 12, 15]
+    cell = grid[top1.extra["readout"]][str(top1.extra["blr"])][[4, 8, 12, 15].index(top1.extra["epoch"])]
+    assert top1.extra["val_top1"] == cell == max(max(c) for cells in grid.values() for c in cells.values())
+    assert top1.extra["lr"] == top1.extra["blr"] * 128 / 256
+    assert (top1.extra["selected_on"], top1.extra["reported_on"]) == ("fashion-mnist train[50000:60000]",
+                                                                      "fashion-mnist test")
     assert top5.value > top1.value > 40  # far above chance (10 %), even on an untrained backbone's features
     assert not (tmp_path / "lp" / "checkpoint.pth").exists()  # the fast probe saves no training state
     assert json.loads((tmp_path / "lp" / "config.json").read_text())["eval_every"] == 4
     phases = [r[3] for r in reports]
     assert "features" in phases and [r for r in reports if r[3] == "train"] == [(e, 15, "epochs", "train")
-                                                                                 for e in range(16)]
+                                                                                 for e in range(16)] * (1 + 4 * 3)
     assert cli_main([*common, "--output-dir", str(tmp_path / "again")]) == 0
-    again, _ = read_records(tmp_path / "again")
+    again, *_ = read_records(tmp_path / "again")
     assert again.extra["features_reused"] is True
-    assert again.value == top1.value and again.extra["heads"] == top1.extra["heads"]  # the features cached, alike
+    assert again.value == top1.value and again.extra["grid"] == top1.extra["grid"]  # the features cached, alike
 
 
 @pytest.mark.fmnist
 def test_the_full_probe_evaluates_every_few_epochs_too(tiny_checkpoint, tmp_path):
     cfg = LinprobeConfig(checkpoint=str(tiny_checkpoint), output_dir=str(tmp_path), epochs=3, warmup_epochs=1,
                          batch_size=64, effective_batch=128, blrs=(0.1, 1.0), eval_every=2, train_limit=256,
-                         val_limit=128, threads=1, num_workers=0)
+                         val_limit=128, test_limit=64, threads=1, num_workers=0)
     top1, _ = run(cfg)
     history = torch.load(tmp_path / "checkpoint.pth", weights_only=True)["history"]
     assert [e["epoch"] for e in history] == [1, 2, 3] and [e["epoch"] for e in history if "top1" in e] == [2, 3]
-    assert top1.extra["mode"] == "full" and top1.value == max(history[-1]["top1"])
-    assert top1.extra["peak_top1"] == max(max(e["top1"]) for e in history[1:])
+    assert top1.extra["mode"] == "full" and top1.extra["val_top1"] == max(history[-1]["top1"])  # chosen at the end
+    assert top1.extra["grid"] == {"cls-last": {"0.1": [e["top1"][0] for e in history[1:]],
+                                               "1.0": [e["top1"][1] for e in history[1:]]}}
+    assert (top1.extra["val_images"], top1.extra["test_images"]) == (128, 64)

@@ -80,7 +80,7 @@ def test_a_foreign_backbone_has_one_arch_in_every_protocol(deit_tiny, tmp_path):
     from segmentation.backbone import export_backbone
 
     assert main(["eval", "knn", "--checkpoint", str(deit_tiny), "--train-limit", "200", "--val-limit", "100",
-                 "--num-workers", "0", "--output-dir", str(tmp_path / "knn")]) == 0
+                 "--shots", "1", "--num-workers", "0", "--output-dir", str(tmp_path / "knn")]) == 0
     classification = read_records(tmp_path / "knn")[0].arch
     weights = read_weights(deit_tiny)
     detection = read_backbone(deit_tiny, tmp_path / "det").arch
