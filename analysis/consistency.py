@@ -14,10 +14,21 @@ of the masked predictions against the image, and ``prediction_spread``, the stan
 decoder's raw masked predictions of a position over all images and masks (near zero for such a decoder; raw,
 because the pixel space lends every patch its own brightness and contrast).
 
-``--space pixel`` (default) compares predictions in the image's normalised pixel space (norm-pix
-predictions un-normalised with each patch's own statistics, the same for every mask), which compares
+``--space pixel`` (default) compares predictions in the image's normalised pixel space, which compares
 checkpoints trained with and without ``norm_pix_loss``; ``--space prediction`` compares the raw decoder
 outputs, the quantity EMAE's self-consistency loss constrains.
+
+In pixel space norm-pix predictions are un-normalised with each patch's own statistics from the original
+(``PIXEL_SPACE_STATS``, recorded as ``extra["unnorm"]``), not with the leak-free visible ones that
+``emae eval reconstruction`` uses by default, on purpose. The comparison is between predictions of the same
+image under different masks, and these statistics depend on the image alone: every mask's prediction of a
+patch goes through the same increasing affine map x -> sigma * x + mu, so the mean cancels in every
+difference and ``pairwise_l1`` and ``prediction_var`` are the prediction-space disagreements weighted by each
+patch's sigma (its contrast), with nothing that could make two masks agree or disagree. The visible
+statistics differ from mask to mask (each mask sees other patches): they would add a disagreement of their
+own that no prediction made, so they would measure the masks, not the model. ``masked_l1`` does inherit the
+leak: it is the error of each patch's structure given its true brightness and contrast, the same oracle
+statistics for every checkpoint, not the error of an honest reconstruction (``emae eval reconstruction``).
 
 Writes one record per checkpoint and metric to ``OUTPUT_DIR/records.jsonl``: protocol ``consistency``,
 metrics ``pairwise_l1``, ``prediction_var``, ``masked_l1`` and ``prediction_spread``, with the standard
@@ -42,6 +53,7 @@ from emae.records import Record, provenance
 from emae.settings import pick_device
 
 SPACES = ("pixel", "prediction")
+PIXEL_SPACE_STATS = "target"  # the same per-patch map for every mask: see the module docstring
 METRICS = ("pairwise_l1", "prediction_var", "masked_l1", "prediction_spread")
 
 
@@ -94,7 +106,8 @@ def consistency_of(loaded: LoadedMAE, dataset, masks: int, mask_ratio: float, se
         pred = predict(model, imgs, part_masks)
         spread.update(pred, part_masks.mask)  # the decoder's own output, before any un-normalisation
         if space == "pixel":
-            pred = unnormalize_predictions(pred, imgs, part_masks.mask, model.patch_size, loaded.norm_pix, "target")
+            pred = unnormalize_predictions(pred, imgs, part_masks.mask, model.patch_size, loaded.norm_pix,
+                                           PIXEL_SPACE_STATS)
             target = patchify(imgs, model.patch_size).float()
         else:
             target = pixel_targets(imgs, model.patch_size, loaded.norm_pix).float()
@@ -169,6 +182,7 @@ def run(cfg: ConsistencyConfig) -> list[Record]:
         wall = time.perf_counter() - started
         fields, config = record_base(loaded, cfg, cfg.eval_settings())
         extra = dict(result, masks=cfg.masks, eval_mask_ratio=cfg.mask_ratio, space=cfg.space,
+                     unnorm=PIXEL_SPACE_STATS if cfg.space == "pixel" and loaded.norm_pix else None,
                      norm_pix=loaded.norm_pix, name=loaded.name)
         prov = provenance(config, loaded.path, wall)
         for metric in METRICS:

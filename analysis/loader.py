@@ -116,8 +116,8 @@ DATASETS = ("fashion-mnist", "imagefolder", "images")
 MASK_HELP = {
     "mask_ratio": "the masks' ratio (default 0.75)",
     "seed": "seed of the masks' generator (default 0)",
-    "unnorm": f"one of {', '.join(UNNORM_STATS)}: statistics that un-normalise norm-pix predictions (see "
-              f"emae.reconstruct; default target)",
+    "unnorm": f"one of {', '.join(UNNORM_STATS)}: statistics that un-normalise norm-pix predictions: the "
+              f"visible patches' (default) or each masked patch's own, which leak (see emae.reconstruct)",
 }
 
 

@@ -2,8 +2,9 @@
 
 Each image is masked once with MAE's random mask (``--mask-ratio``, masks drawn from a generator seeded with
 ``--seed``, identical for every checkpoint) and reconstructed with the visible patches pasted back;
-norm-pix predictions are un-normalised with each patch's statistics from the original by default
-(``--unnorm target``, see :mod:`emae.reconstruct`). Then, against the originals:
+norm-pix predictions are un-normalised by default with the statistics of the visible patches, which the model
+sees (``--unnorm visible``); ``--unnorm target`` uses each masked patch's own statistics from the original, so
+its similarities leak what the model never saw (see :mod:`emae.reconstruct`). Then, against the originals:
 
 - Table XVI: SSIM (torchmetrics, Gaussian 11x11 window, sigma 1.5, data range [0, 1]; needs no weights),
   LPIPS (torchmetrics' LPIPS with its bundled linear layers over an AlexNet, VGG16 or SqueezeNet backbone,
@@ -18,8 +19,8 @@ norm-pix predictions are un-normalised with each patch's statistics from the ori
 
 Writes one record per checkpoint and metric to ``OUTPUT_DIR/records.jsonl``: protocol ``reconstruction``
 with metrics ``ssim``, ``lpips``, ``fid``; protocol ``reconstruction-classification`` with ``top1`` (on the
-reconstructions) and ``top1_original``; and the settings (:class:`ReconstructionConfig`) as
-``OUTPUT_DIR/config.json``.
+reconstructions) and ``top1_original``, each with the statistics used in ``extra["unnorm"]`` (the report names
+them in the row); and the settings (:class:`ReconstructionConfig`) as ``OUTPUT_DIR/config.json``.
 """
 from __future__ import annotations
 
@@ -71,7 +72,7 @@ class ReconstructionConfig(RecordedAnalysisConfig):
     metrics: tuple[str, ...] | None = None
     mask_ratio: float = 0.75
     seed: int = 0
-    unnorm: str = "target"  # target, visible
+    unnorm: str = "visible"  # visible, target (leaks the masked patches' statistics)
     lpips_weights: str | None = None
     lpips_net: str = "alex"  # alex, vgg, squeeze
     lpips_lin_weights: str | None = None
@@ -269,7 +270,7 @@ def classify(classifier: nn.Module, imgs: Tensor, mean: Iterable[float], std: It
 
 @torch.no_grad()
 def evaluate(loaded: LoadedMAE, dataset, metrics: Iterable[str], mask_ratio: float = 0.75, seed: int = 0,
-             stats: str = "target", batch_size: int = 64, device: torch.device | str = "cpu",
+             stats: str = "visible", batch_size: int = 64, device: torch.device | str = "cpu",
              lpips: nn.Module | None = None, fid=None, classifier: tuple | None = None) -> dict:
     """Reconstruct every image once and measure. ``classifier``: (model, img_size, mean, std) or None.
 

@@ -3,10 +3,12 @@
 One row per image and checkpoint (the checkpoints of one image on adjacent rows, so MAE and EMAE can be
 compared); columns: the original, then for each mask seed the masked input and the reconstruction with the
 visible patches pasted back. Masked patches of the input are shown at the data mean (0 after
-normalisation), as in MAE's demo. Predictions of a ``norm_pix_loss`` model are un-normalised with each
-patch's statistics from the original image by default (``--unnorm target``, as MAE's visualisations do;
-see :mod:`emae.reconstruct`). Each mask seed draws the same masks for every checkpoint, so differences
-between the reconstructions of one column are the models' and differences along a row are the masks'.
+normalisation), as in MAE's demo. Predictions of a ``norm_pix_loss`` model are un-normalised by default
+with the statistics of the visible patches (``--unnorm visible``, leak-free); ``--unnorm target`` uses each
+masked patch's own statistics from the original image, as MAE's visualisations do, which lends the
+reconstructions brightness and contrast the model never saw (see :mod:`emae.reconstruct`). Each mask seed
+draws the same masks for every checkpoint, so differences between the reconstructions of one column are the
+models' and differences along a row are the masks'.
 The settings (:class:`VisualizeConfig`) are saved as ``config.json`` beside the figure.
 
     emae visualize --checkpoint runs/mae/checkpoint.pth runs/emae/checkpoint.pth --num-images 4 \\
@@ -52,7 +54,7 @@ class VisualizeConfig(AnalysisConfig):
     indices: tuple[int, ...] | None = None
     seeds: tuple[int, ...] = (0, 1, 2)
     mask_ratio: float = 0.75
-    unnorm: str = "target"  # target, visible
+    unnorm: str = "visible"  # visible, target (leaks the masked patches' statistics)
     cell: int = 96
     pad: int = 2
     titles: bool = True
@@ -123,7 +125,7 @@ def _fit(draw: ImageDraw.ImageDraw, font, text: str, width: int) -> str:
 
 
 def reconstruction_rows(models: Sequence[LoadedMAE], imgs: Tensor, seeds: Sequence[int], mask_ratio: float,
-                        stats: str = "target") -> tuple[list[list[Tensor]], list[str], list[str]]:
+                        stats: str = "visible") -> tuple[list[list[Tensor]], list[str], list[str]]:
     """The grid's cells in [0, 1]: for each image, one row per model: original, (masked, reconstruction)
     per seed. imgs (B, C, H, W) normalised with the models' mean/std. Returns (rows, titles, labels)."""
     first = models[0]

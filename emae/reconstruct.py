@@ -8,12 +8,13 @@ Un-normalising ``norm_pix_loss`` predictions. A model trained with ``norm_pix_lo
 normalised by its own mean and standard deviation, which a real reconstruction cannot know for a masked
 patch. Two choices are offered (``stats``):
 
-- ``target`` (default): each patch's mean and variance taken from the original image, as the MAE authors'
-  visualisations of norm-pix models do. Brightness and contrast of every patch come from the original; the
-  model supplies the structure inside each patch. This is what the figures and Table XVI use by default.
-- ``visible``: one mean and variance per image and mask, pooled over that mask's visible pixels: nothing of
-  the masked patches is used, so it is an honest reconstruction, but flat (every masked patch gets the same
-  brightness and contrast).
+- ``visible`` (default): one mean and variance per image and mask, pooled over that mask's visible pixels,
+  which the model sees: nothing of the masked patches is used, so the reconstruction and any similarity
+  measured on it are leak-free, but flat (every masked patch gets the same brightness and contrast).
+- ``target``: each masked patch's own mean and variance taken from the original image, as the MAE authors'
+  visualisations of norm-pix models do. Brightness and contrast of every patch come from the original, the
+  model supplies only the structure inside each patch: a similarity to the original measured on it leaks
+  information the model never saw, so it is only ever reported labelled as such.
 
 Models trained without ``norm_pix_loss`` predict pixels directly and need neither. In every reconstruction
 the visible patches are pasted back from the original image.
@@ -30,7 +31,7 @@ from emae.losses import patchify, unpatchify
 from emae.masking import PartMasks, random_k_masks
 from emae.models import MaskedAutoencoderViT
 
-UNNORM_STATS = ("target", "visible")
+UNNORM_STATS = ("visible", "target")  # the default first
 EPS = 1.0e-6  # as in emae.losses.pixel_targets
 
 
@@ -66,31 +67,31 @@ def predict(model: MaskedAutoencoderViT, imgs: Tensor, masks: PartMasks) -> Tens
 
 
 def unnormalize_predictions(pred: Tensor, imgs: Tensor, mask: Tensor, patch_size: int, norm_pix: bool,
-                            stats: str = "target") -> Tensor:
+                            stats: str = "visible") -> Tensor:
     """Predictions in the image's (mean/std-normalised) pixel space.
 
     Args:
         pred: (B, M, N, P) decoder output.
         imgs: (B, C, H, W) the model's input images.
         mask: (B, M, N), 1 = masked.
-        stats: ``target`` (each patch's own mean and variance from ``imgs``) or ``visible`` (one mean and
-            variance per image and mask over the visible pixels); see the module docstring.
+        stats: ``visible`` (one mean and variance per image and mask over the visible pixels) or ``target``
+            (each patch's own mean and variance from ``imgs``: leaks the masked patches); see the module docstring.
     Returns:
         (B, M, N, P)
     """
+    if stats not in UNNORM_STATS:
+        raise EmaeError(f"unknown un-normalisation statistics {stats!r}; choose one of {UNNORM_STATS}")
     if not norm_pix:
         return pred
     target = patchify(imgs, patch_size).float()  # (B, N, P)
     if stats == "target":
         mean = target.mean(dim=-1, keepdim=True).unsqueeze(1)  # (B, 1, N, 1)
         var = target.var(dim=-1, keepdim=True).unsqueeze(1)
-    elif stats == "visible":
+    else:
         visible = (1.0 - mask).unsqueeze(-1)  # (B, M, N, 1)
         count = visible.sum(dim=(2, 3), keepdim=True) * target.shape[-1]
         mean = (visible * target.unsqueeze(1)).sum(dim=(2, 3), keepdim=True) / count
         var = (visible * (target.unsqueeze(1) - mean) ** 2).sum(dim=(2, 3), keepdim=True) / (count - 1).clamp(min=1)
-    else:
-        raise EmaeError(f"unknown un-normalisation statistics {stats!r}; choose one of {UNNORM_STATS}")
     return pred * (var + EPS) ** 0.5 + mean
 
 
@@ -134,7 +135,7 @@ def _to_images(patches: Tensor, imgs: Tensor, patch_size: int) -> Tensor:
 
 
 def reconstruct(model: MaskedAutoencoderViT, imgs: Tensor, masks: PartMasks, norm_pix: bool,
-                stats: str = "target") -> Tensor:
+                stats: str = "visible") -> Tensor:
     """Reconstruct each image under each mask, visible patches pasted back: (B, C, H, W) -> (B, M, C, H, W)."""
     pred = predict(model, imgs, masks)
     pixels = unnormalize_predictions(pred, imgs, masks.mask, model.patch_size, norm_pix, stats)

@@ -36,6 +36,10 @@ PROTOCOL_SUFFIXES = {"linprobe": ", linear probing", "finetune": ", fine-tuning"
 DATA_ALIASES = {"imagenet": "imagenet-1k", "imagenet1k": "imagenet-1k", "in1k": "imagenet-1k",
                 "ilsvrc2012": "imagenet-1k"}  # other names records may give ImageNet-1K
 DEFAULT_PARTS, DEFAULT_MASK_RATIO = 4, 0.75
+RECONSTRUCTION_PROTOCOLS = ("reconstruction", "reconstruction-classification")
+# how a reconstruction row names the statistics that un-normalised its norm-pix predictions (extra["unnorm"])
+UNNORM_NAMES = {"visible": "visible patches' statistics",
+                "target": "masked patches' own statistics (leaks)"}
 PAPER, OURS = "paper", "ours"
 SETTING_FIELDS = ("method", "arch", "pretrain_data", "variant")
 
@@ -169,8 +173,11 @@ def load_reference(path: str | Path = REFERENCE_CSV) -> pd.DataFrame:
 def variant_of(record: Record) -> str:
     """The settings that tell apart rows of the same method, where not the default: K or the mask ratio, the
     loss weights (``w_pix``, ``w_sc``), pixel targets without per-patch normalisation, a pre-training time budget,
-    and the cls token as the read-out of kNN and the linear probe (the default being the average of the patch
-    tokens)."""
+    the cls token as the read-out of kNN and the linear probe (the default being the average of the patch
+    tokens), and, always, the statistics that un-normalised a norm-pix model's reconstructions (Tables XV, XVI).
+
+    Raises:
+        EmaeError: a reconstruction record of a norm-pix model that does not say its statistics."""
     settings = {**record.config, **record.extra}
     names = []
     parts = settings.get("parts")
@@ -191,6 +198,13 @@ def variant_of(record: Record) -> str:
         names.append(f"in {settings['time_budget_s']:.0f} s")  # trained for a wall time (MAE's), not for its epochs
     if record.protocol in ("knn", "linprobe") and record.config.get("global_pool") == "token":
         names.append("cls token")  # the frozen features' read-out, where not the average of the patch tokens
+    if record.protocol in RECONSTRUCTION_PROTOCOLS and record.extra.get("norm_pix", settings.get("norm_pix_loss")):
+        unnorm = record.extra.get("unnorm")
+        if unnorm not in UNNORM_NAMES:
+            raise EmaeError(f"a {record.protocol} record of {record.method} ({record.metric}) names no known "
+                            f"un-normalisation statistics: extra['unnorm'] is {unnorm!r}, not one of "
+                            f"{sorted(UNNORM_NAMES)}")
+        names.append(UNNORM_NAMES[unnorm])
     return ", ".join(names)
 
 

@@ -150,6 +150,25 @@ def test_visible_statistics_use_only_visible_patches():
     assert torch.allclose(out, again, atol=1e-5)
 
 
+def test_default_reconstruction_uses_nothing_of_the_masked_patches():
+    imgs = images(2)
+    masks = seeded_masks(2, 16, 0.75, [0])
+    tampered = patchify(imgs, PATCH).clone()
+    tampered[masks.mask[:, 0] > 0] = tampered[masks.mask[:, 0] > 0] * 3.0 + 1.0  # the masked patches only
+    from emae.losses import unpatchify
+
+    tampered = unpatchify(tampered, PATCH, CHANS, (4, 4))
+    model = tiny_mae()
+    assert torch.allclose(reconstruct(model, imgs, masks, norm_pix=True),
+                          reconstruct(model, tampered, masks, norm_pix=True), atol=1e-5)
+    # each masked patch's own statistics carry the masked pixels into the reconstruction
+    leaked = reconstruct(model, tampered, masks, norm_pix=True, stats="target")
+    assert not torch.allclose(reconstruct(model, imgs, masks, norm_pix=True, stats="target"), leaked, atol=1e-2)
+    with pytest.raises(EmaeError, match="unknown un-normalisation statistics 'mean'"):
+        reconstruct(model, imgs, masks, norm_pix=False, stats="mean")
+    assert VisualizeConfig().unnorm == "visible"
+
+
 def test_masked_inputs_fill_masked_patches():
     imgs = images(1)
     masks = seeded_masks(1, 16, 0.75, [5])
@@ -316,13 +335,19 @@ def test_classifier_from_a_vit_checkpoint_and_top1_on_reconstructions(tmp_path):
                     tmp_path / "ft.pth")
     got, size, config = load_classifier(tmp_path / "ft.pth")
     assert got.blocks[0].attn.num_heads == 4 and torch.equal(got(x), four_heads(x)) and config["mean"] == [0.5]
-    # an oracle MAE reconstructs the image, so the classifier agrees on originals and reconstructions
+    # an oracle MAE given each masked patch's own statistics reconstructs the image, so the classifier agrees
+    # on originals and reconstructions
     imgs = images(8)
     labels = classify(net, ((imgs * 0.25 + 0.5).clamp(0, 1)), (0.5,), (0.25,), SIZE)
     data = torch.utils.data.TensorDataset(imgs, labels)
-    result = evaluate(loaded(Oracle()), data, ["ssim"], classifier=(net, SIZE, (0.5,), (0.25,)), batch_size=3)
+    result = evaluate(loaded(Oracle()), data, ["ssim"], stats="target", classifier=(net, SIZE, (0.5,), (0.25,)),
+                      batch_size=3)
     assert result["top1_original"] == 100.0 and result["top1"] == pytest.approx(100.0)
     assert result["ssim"] == pytest.approx(1.0, abs=1e-3) and result["images"] == 8
+    # by default (the visible patches' statistics) the same oracle is not perfect: that 1.0 was the leak's
+    honest = evaluate(loaded(Oracle()), data, ["ssim"], batch_size=3)
+    assert honest == evaluate(loaded(Oracle()), data, ["ssim"], stats="visible", batch_size=3)
+    assert honest["ssim"] < result["ssim"] - 0.02
     noisy = evaluate(loaded(tiny_mae()), data, ["ssim"], classifier=(net, SIZE, (0.5,), (0.25,)))
     assert noisy["ssim"] < 0.99 and noisy["top1_original"] == 100.0
 
@@ -364,8 +389,11 @@ def test_commands_write_records_the_report_reads(tmp_path):
     assert all(r.config["eval"]["checkpoint"].endswith(f"{r.method}.pth") for r in records)
     ssim_rec = next(r for r in records if r.metric == "ssim")
     assert 0 < ssim_rec.value <= 1 and json.loads(ssim_rec.to_json())["extra"]["eval_mask_ratio"] == 0.75
+    assert {r.extra["unnorm"] for r in records} == {"visible", "target"}  # reconstruction's default; consistency's
+    assert {r.extra["unnorm"] for r in records if r.protocol == "consistency"} == {"target"}
     table = next(t for t in build_tables(load_reference(), records_frame(records)) if t.spec.name == "XVI")
-    assert (table.frame["Source"] == "ours").sum() == 2
+    ours = table.frame[table.frame["Source"] == "ours"]
+    assert len(ours) == 2 and all(label.endswith("visible patches' statistics)") for label in ours["Method"])
 
 
 def analysis_parser(module) -> argparse.ArgumentParser:

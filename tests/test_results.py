@@ -345,3 +345,152 @@ def test_variants_name_what_differs_from_the_method_and_the_read_out():
     assert variant_of(make_record(method="parallel", protocol="knn", config={"global_pool": "token"},
                                   extra={"parts": 7})) == "K=7, cls token"
     assert variant_of(make_record(method="mae", protocol="pretrain", config={"global_pool": "token"})) == ""
+
+
+# --- the figures -----------------------------------------------------------------------------------------------
+
+def drawn(fig):
+    """The figure laid out and drawn; its renderer, to measure what was drawn."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return canvas.get_renderer()
+
+
+def series_of(fig) -> dict[str, tuple]:
+    """Every labelled line of the figure's axes: label -> (colour, marker), and that one label keeps one style."""
+    from matplotlib.colors import to_hex
+
+    styles = {}
+    for ax in fig.axes:
+        for line in ax.get_lines():
+            if not line.get_label().startswith("_"):
+                style = (to_hex(line.get_color()), line.get_marker(), line.get_linestyle())
+                assert styles.setdefault(line.get_label(), style) == style, line.get_label()
+    return styles
+
+
+def seeded_study() -> list[Record]:
+    """Fashion-MNIST runs where the seeds differ by a fraction of a point, with both baselines."""
+    recs = []
+    for seed, jitter in enumerate((-0.05, 0.0, 0.05)):
+        for epochs, acc in ((1, 79.5), (2, 81.1), (4, 82.0)):
+            recs.append(fmnist("mae", epochs, value=acc + jitter, seed=seed))
+            recs.append(pretrain("mae", epochs, 0.05 * epochs, seed=seed))
+        for epochs, acc in ((1, 78.7), (2, 79.2)):
+            recs.append(fmnist("emae", epochs, value=acc + 2 * jitter, seed=seed))
+            recs.append(pretrain("emae", epochs, 0.12 * epochs, seed=seed))
+        recs.append(fmnist("untrained", 0, value=77.7 + jitter, seed=seed))
+        recs.append(make_record(method="pixels", arch="pixels", pretrain_epochs=0, pretrain_data="none",
+                                dataset="fashion-mnist", value=84.2 + jitter, seed=seed))
+    for method, fields in (("emae", {"consistency_weight": 0.3}), ("emae", {"norm_pix_loss": False}),
+                           ("parallel", {})):
+        recs.append(fmnist(method, 1, value=79.8, extra=fields))
+        recs.append(fmnist(method, 1, "pretrain", 0.1, metric="loss", wall_time_s=360.0,
+                           extra=dict(pretrain(method, 1, 0.1).extra, **fields)))
+    return recs
+
+
+def test_series_styles_are_distinct_and_methods_keep_theirs():
+    from results.plots import COLORS, MARKERS, SPARE_STYLES, series_styles
+
+    series = {"MAE": "mae", "EMAE": "emae", "EMAE w_sc=0.3": "emae", "EMAE pixel targets": "emae",
+              "parallel mask": "parallel", "MAE mask ratio 85.7%": "mae"}
+    styles = series_styles(series)
+    assert len({s["color"] for s in styles.values()}) == len({s["marker"] for s in styles.values()}) == len(series)
+    assert styles["MAE"] == {"color": COLORS["mae"], "marker": MARKERS["mae"]}
+    assert series_styles({"EMAE": "emae", "MAE": "mae"}) == {k: styles[k] for k in ("EMAE", "MAE")}  # stable
+    too_many = {f"EMAE K={k}": "emae" for k in range(len(SPARE_STYLES) + 1)}
+    with pytest.raises(EmaeError, match="series in one figure"):
+        series_styles(too_many)
+
+
+def error_bars(ax) -> set[float]:
+    """The lengths of the error bars drawn in ``ax``, rounded to 3 decimals."""
+    return {round(float(seg[1][1] - seg[0][1]), 3) for c in ax.containers for seg in c.lines[2][0].get_segments()}
+
+
+def check_layout(fig, renderer):
+    """The legend off every axes; no title overlapping another title or the legend."""
+    (legend,) = fig.legends
+    box = legend.get_window_extent(renderer)
+    for ax in fig.axes:
+        assert not box.overlaps(ax.get_window_extent(renderer)), "the legend covers an axes"
+    titles = [ax.title.get_window_extent(renderer) for ax in fig.axes if ax.get_title()]
+    for i, a in enumerate(titles):
+        assert not a.overlaps(box)
+        assert not any(a.overlaps(b) for b in titles[i + 1:]), "two titles overlap"
+        assert 0 <= a.x0 and a.x1 <= fig.bbox.width  # inside the figure
+
+
+def check_baselines(ax, expected: dict[str, float]):
+    """Each baseline a horizontal line across the axes of the runs, at its mean."""
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    for label, mean in expected.items():
+        line = lines[label]
+        assert list(line.get_xdata()) == [0, 1] and line.get_transform() == ax.get_yaxis_transform()
+        assert line.get_ydata()[0] == pytest.approx(mean)
+    assert any(not line.get_label().startswith("_") and label not in expected for label, line in lines.items())
+
+
+def test_table_xii_figure_reads_right(reference):
+    from results.plots import MIN_SPAN, epochs_figure
+
+    ours = records_frame(seeded_study())
+    fig = epochs_figure(build_table(SPEC_BY_NAME["XII"], reference, ours))
+    renderer = drawn(fig)
+    styles = series_of(fig)
+    runs = {k: v for k, v in styles.items() if k not in ("untrained backbone", "raw pixels")}
+    assert {"MAE", "EMAE", "EMAE w_sc=0.3", "EMAE pixel targets", "parallel mask"} <= set(runs)
+    assert len({c for c, _, _ in runs.values()}) == len({m for _, m, _ in runs.values()}) == len(runs)
+    assert len(fig.axes) == 2  # the paper's panel and ours: no panel of its own for raw pixels
+    paper_ax, ours_ax = fig.axes
+    assert paper_ax.get_title().startswith("paper") and ours_ax.get_title().startswith("ours")
+    check_baselines(ours_ax, {"untrained backbone": 77.7, "raw pixels": 84.2})
+    assert "untrained backbone" not in {line.get_label() for line in paper_ax.get_lines()}
+    low, high = ours_ax.get_ylim()
+    assert low < 77.7 - 0.05 and high > 84.2 + 0.05 and high - low >= MIN_SPAN
+    check_layout(fig, renderer)
+    # seeds 0.05 apart, alone: the y-range still spans MIN_SPAN, with error bars of their spread
+    mae_only = records_frame([r for r in seeded_study() if r.method == "mae" and r.protocol == "linprobe"])
+    fig = epochs_figure(build_table(SPEC_BY_NAME["XII"], reference, mae_only))
+    drawn(fig)
+    low, high = fig.axes[1].get_ylim()
+    assert high - low >= MIN_SPAN and low < 79.45 and high > 82.05
+    assert error_bars(fig.axes[1]) >= {0.1}  # MAE's seeds: ± 0.05
+
+
+def test_wall_time_figure_reads_right():
+    from results.plots import MIN_SPAN, wall_time_figure
+
+    ours = records_frame(seeded_study())
+    fig = wall_time_figure(cost_frame(ours), ours)
+    renderer = drawn(fig)
+    (ax,) = fig.axes
+    styles = series_of(fig)
+    runs = {k: v for k, v in styles.items() if k not in ("untrained backbone", "raw pixels")}
+    assert set(runs) == {"MAE", "EMAE", "EMAE w_sc=0.3", "EMAE pixel targets", "parallel mask"}
+    assert len({c for c, _, _ in runs.values()}) == len({m for _, m, _ in runs.values()}) == len(runs)
+    check_baselines(ax, {"untrained backbone": 77.7, "raw pixels": 84.2})
+    low, high = ax.get_ylim()
+    assert low < 77.7 and high > 84.2 and high - low >= MIN_SPAN
+    assert error_bars(ax) >= {0.1, 0.2}  # MAE's seeds: ± 0.05, EMAE's: ± 0.1
+    check_layout(fig, renderer)
+
+
+def test_reconstruction_rows_name_the_statistics_they_used(reference):
+    def ssim(method, unnorm, value, **extra):
+        return make_record(method=method, protocol="reconstruction", metric="ssim", value=value,
+                           extra=dict(norm_pix=True, unnorm=unnorm, **extra))
+
+    recs = [ssim("mae", "visible", 0.61), ssim("mae", "target", 0.69), ssim("emae", "visible", 0.60)]
+    shown = build_table(SPEC_BY_NAME["XVI"], reference, records_frame(recs)).display().set_index("Method")
+    assert shown.loc["MAE (ours, imagenet-1k, ViT-B, visible patches' statistics)", "SSIM"] == "0.610"
+    assert shown.loc["MAE (ours, imagenet-1k, ViT-B, masked patches' own statistics (leaks))", "SSIM"] == "0.690"
+    # the reference data does not record which statistics the paper's SSIM used: no difference to it is shown
+    assert shown.loc["EMAE (ours, imagenet-1k, ViT-B, visible patches' statistics)", "SSIM"] == "0.600"
+    pixels = make_record(method="mae", protocol="reconstruction", metric="ssim", extra=dict(norm_pix=False))
+    assert records_frame([pixels])["variant"].item() == ""  # a pixel-target model needs no statistics
+    with pytest.raises(EmaeError, match=r"reconstruction record of mae \(ssim\).*extra\['unnorm'\] is None"):
+        records_frame([make_record(method="mae", protocol="reconstruction", metric="ssim", extra=dict(norm_pix=True))])
