@@ -12,6 +12,7 @@ import gzip
 import json
 import math
 import os
+import random
 import shutil
 import warnings
 from pathlib import Path
@@ -23,9 +24,10 @@ from PIL import Image
 from torch.utils.data import Dataset, default_collate
 from torchvision import datasets, transforms
 from torchvision.transforms import InterpolationMode
-from torchvision.transforms.functional import get_image_size
+from torchvision.transforms.functional import get_image_size, hflip, resized_crop
 
 from emae.errors import EmaeError
+from emae.masking import AUGMENT_STREAM, image_key
 from emae.records import META_FILE
 
 # each dataset's constants, in one place: where Debian's dataset-fashion-mnist installs it, and the input
@@ -152,13 +154,81 @@ class SkipBadImages(Dataset):
             return None
 
 
-def collate_counting_skipped(batch: list):
-    """``default_collate`` of the readable samples: returns (images, labels, number skipped)."""
+def collate_counting_skipped(batch: list) -> tuple:
+    """``default_collate`` of the readable samples, with the number skipped appended: (images, labels, skipped)
+    for (image, label) samples, (images, labels, indices, skipped) for those of :class:`PretrainImages`."""
     kept = [sample for sample in batch if sample is not None]
     if not kept:
         raise EmaeError(f"every image of a batch of {len(batch)} was unreadable")
-    images, labels = default_collate(kept)
-    return images, labels, len(batch) - len(kept)
+    return (*default_collate(kept), len(batch) - len(kept))
+
+
+def crop_box(width: int, height: int, scale: tuple[float, float], ratio: tuple[float, float],
+             rng: random.Random) -> tuple[int, int, int, int]:
+    """The box of torchvision's ``RandomResizedCrop`` (MAE's pre-training crop), drawn from ``rng``.
+
+    Up to 10 tries: an area (a fraction of the image's, uniform in ``scale``) and an aspect ratio (log-uniform in
+    ``ratio``) give a rounded width and height; the first box that fits is placed uniformly inside the image.
+    After 10 misses, the centre crop of the whole image, its aspect ratio clamped to ``ratio``.
+
+    Returns:
+        (top, left, height, width) of a box inside the image.
+    """
+    area = width * height
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target = area * rng.uniform(*scale)
+        aspect = math.exp(rng.uniform(*log_ratio))
+        w, h = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            return rng.randint(0, height - h), rng.randint(0, width - w), h, w
+    if width / height < ratio[0]:
+        w, h = width, round(width / ratio[0])
+    elif width / height > ratio[1]:
+        w, h = round(height * ratio[1]), height
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+class PretrainImages(Dataset):
+    """Pre-training samples that carry their dataset index, each augmented from a seed of its own.
+
+    Item ``i`` is ``(image, label, i)``: ``dataset[i]``'s PIL image (a dataset built without a transform) through
+    MAE's augmentation, a random resized crop (:func:`crop_box`, bicubic, to ``img_size``) and a horizontal flip
+    with probability 1/2, both drawn from ``random.Random(key)`` with ``key`` the (unsigned) bits of the image's
+    :func:`emae.masking.image_key` of (``seed``, epoch, ``i``) in :data:`emae.masking.AUGMENT_STREAM`, then
+    ``ToTensor`` and ``Normalize(mean, std)``. An image's view thus depends on the run seed, the epoch and its
+    index only: not on the process, the loader worker or the order of reading.
+
+    :meth:`set_epoch` must be called before each epoch's loader iterator is made: loader workers copy the
+    dataset when they start, so a loader with persistent workers would keep the first epoch's.
+    """
+
+    ratio = (3 / 4, 4 / 3)  # torchvision's default aspect ratios, as MAE's crop uses
+
+    def __init__(self, dataset: Dataset, img_size: int, mean, std, crop_min_scale: float, seed: int):
+        self.dataset = dataset
+        self.img_size = img_size
+        self.scale = (crop_min_scale, 1.0)
+        self.seed = seed
+        self.epoch = 0
+        self.finish = transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean, std)])
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
+        img, label = self.dataset[index]
+        rng = random.Random(image_key(self.seed, self.epoch, index, AUGMENT_STREAM) % 2**64)  # unsigned
+        top, left, h, w = crop_box(*get_image_size(img), self.scale, self.ratio, rng)
+        img = resized_crop(img, top, left, h, w, [self.img_size, self.img_size], InterpolationMode.BICUBIC)
+        if rng.random() < 0.5:
+            img = hflip(img)
+        return self.finish(img), label, index
 
 
 class TFRandomResizedCrop(transforms.RandomResizedCrop):
@@ -190,10 +260,12 @@ class TFRandomResizedCrop(transforms.RandomResizedCrop):
 
 def pretrain_transform(img_size: int, mean, std, crop_min_scale: float = 0.2,
                        crop: type[transforms.RandomResizedCrop] = transforms.RandomResizedCrop) -> Callable:
-    """MAE's training augmentation: a random resized crop (bicubic) + horizontal flip + normalise.
+    """MAE's training augmentation: a random resized crop (bicubic) + horizontal flip + normalise, drawn from
+    torch's global generator.
 
     ``crop``: torchvision's crop, as MAE's pre-training uses, or :class:`TFRandomResizedCrop`, as its linear
-    probe does.
+    probe does. Pre-training itself draws the same augmentation per image from a seed of its own
+    (:class:`PretrainImages`).
     """
     return transforms.Compose([
         crop(img_size, scale=(crop_min_scale, 1.0), interpolation=InterpolationMode.BICUBIC),
@@ -213,9 +285,10 @@ def eval_transform(img_size: int, mean, std, crop_ratio: float = 224 / 256) -> C
     ])
 
 
-def build_dataset(kind: str, root: str | os.PathLike, train: bool, transform: Callable, in_chans: int = 3,
+def build_dataset(kind: str, root: str | os.PathLike, train: bool, transform: Callable | None, in_chans: int = 3,
                   limit: int = 0) -> Dataset:
-    """A dataset by kind: ``fashion-mnist``, ``imagefolder`` (``root/train``-style class folders) or ``images``.
+    """A dataset by kind: ``fashion-mnist``, ``imagefolder`` (``root/train``-style class folders) or ``images``,
+    of (image, label) pairs: the PIL image through ``transform`` (as it is for None).
 
     For ``imagefolder``, ``root`` is the split folder itself (e.g. ``imagenet/train``).
     """

@@ -32,13 +32,14 @@ from emae import progress
 from emae import steps as gradient_steps
 from emae.checkpoint import load_checkpoint, save_checkpoint, untrained_checkpoint
 from emae.config import PretrainConfig, add_config_arguments, explicit_values, resolve_config
-from emae.data import SkipBadImages, build_dataset, collate_counting_skipped, pretrain_transform
+from emae.data import PretrainImages, SkipBadImages, build_dataset, collate_counting_skipped
 from emae.distributed import DistInfo, all_reduce_mean, init_distributed, shutdown_distributed
 from emae.errors import EmaeError
 from emae.losses import pixel_targets
-from emae.masking import make_part_masks, noise_shape
+from emae.masking import make_part_masks, noise_shape, per_image_noise
 from emae.methods import objective
 from emae.models import MaskedAutoencoderViT, build_model, init_model
+from emae.monitor import KnnMonitor, build_monitor
 from emae.records import RECORDS_FILE, RUN_FIELDS, Record, backbone_fields, provenance, write_records
 from emae.settings import autocast_dtype, pick_device
 from emae.steps import GradientSteps
@@ -155,29 +156,31 @@ def compute_loss(model: torch.nn.Module, imgs: torch.Tensor, masks, cfg: Pretrai
     return objective(pred.float(), target, masks.mask, *cfg.loss_weights())
 
 
-def rng_state(mask_generator: torch.Generator) -> dict:
-    """Every random state a resumed run needs, as tensors and plain values (loadable with weights_only)."""
+def rng_state() -> dict:
+    """The global random states, as tensors and plain values (loadable with weights_only). The masks and the
+    augmentations need none: they are drawn per image from (seed, epoch, index) (:func:`per_image_noise`,
+    :class:`emae.data.PretrainImages`), the order from the sampler's (seed, epoch)."""
     np_state = np.random.get_state()
     state = {
         "torch": torch.get_rng_state(),
         "python": random.getstate(),
         "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
                   "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
-        "mask": mask_generator.get_state(),
     }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def set_rng_state(state: dict, mask_generator: torch.Generator) -> None:
+def set_rng_state(state: dict) -> None:
+    """Restore :func:`rng_state`'s states. The ``mask`` entry of a checkpoint written when masks came from a
+    generator seeded by rank is not restored: nothing draws from it now (:func:`train` says so on resume)."""
     torch.set_rng_state(state["torch"])
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     np_state = state["numpy"]
     np.random.set_state(("MT19937", np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
                          np_state["has_gauss"], np_state["cached_gaussian"]))
-    mask_generator.set_state(state["mask"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -263,16 +266,20 @@ def train(cfg: PretrainConfig, resume: str | os.PathLike | None = None) -> dict:
             save_checkpoint(untrained_checkpoint(cfg), out / LAST)
         return {"output_dir": str(out), "checkpoint": str(out / LAST), "epochs": 0, "steps": 0, "wall_time_s": 0.0}
 
-    dataset = build_dataset(cfg.dataset, cfg.data, True, pretrain_transform(cfg.img_size, cfg.mean, cfg.std,
-                            cfg.crop_min_scale), cfg.in_chans, cfg.subset)
-    if cfg.skip_bad_images:
-        dataset = SkipBadImages(dataset)
+    # what one process computes, on any number: each image's crop, flip and mask come from (seed, epoch, index);
+    # the sampler's permutation of (seed, epoch) is the same for every world size, and rank r's batches of B / W
+    # take every W-th image of one process's batches of B (docs/reliability.md, "DDP computes what one process
+    # computes")
+    images = PretrainImages(build_dataset(cfg.dataset, cfg.data, True, None, cfg.in_chans, cfg.subset),
+                            cfg.img_size, cfg.mean, cfg.std, cfg.crop_min_scale, cfg.seed)
+    dataset = SkipBadImages(images) if cfg.skip_bad_images else images
     sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True,
                                  seed=cfg.seed, drop_last=True)
     loader_generator = torch.Generator()
+    # workers start with each epoch's iterator, so they copy the dataset after images.set_epoch(epoch)
     loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.num_workers,
                         pin_memory=device.type == "cuda", drop_last=True, collate_fn=collate_counting_skipped,
-                        generator=loader_generator)
+                        generator=loader_generator, persistent_workers=False)
     accum = accumulation_steps(cfg, info.world_size)
     updates_per_epoch = len(loader) // accum
     if updates_per_epoch == 0:
@@ -284,7 +291,6 @@ def train(cfg: PretrainConfig, resume: str | os.PathLike | None = None) -> dict:
     optimizer = build_optimizer(model, cfg, lr)
     total_updates = cfg.epochs * updates_per_epoch
     amp_dtype = autocast_dtype(cfg.amp, device)
-    mask_generator = torch.Generator(device=device).manual_seed(cfg.seed + info.rank)
     start_epoch, wall_time = 0, 0.0
     ckpt = load_checkpoint(resume) if resume is not None else None
     if ckpt is not None:
@@ -294,6 +300,7 @@ def train(cfg: PretrainConfig, resume: str | os.PathLike | None = None) -> dict:
             raise EmaeError(f"{resume}: its weights do not fit its config's model ({cfg.arch}): "
                             f"{' '.join(str(e).split())[:300]}") from None
         load_optimizer_state(optimizer, ckpt["optimizer"], resume)
+    monitor = build_monitor(cfg, device, cfg.batch_size * info.world_size * accum)
     if info.is_main:  # the data, model and checkpoint are good: the run's folder may be written
         start_folder(out, cfg)
     log = MetricsLog(out, info.is_main)
@@ -304,23 +311,29 @@ def train(cfg: PretrainConfig, resume: str | os.PathLike | None = None) -> dict:
         total_updates, budget.fitted = ckpt["total_updates"], True
     run = PretrainRun(cfg, model, torch.compile(model) if cfg.compile else model, loader,
                       cosine_schedule(optimizer, cfg, total_updates),
-                      GradientSteps(model, optimizer, device.type, amp_dtype, accum, cfg.clip_grad), mask_generator,
-                      log, info, out, total_updates=total_updates, budget=budget)
+                      GradientSteps(model, optimizer, device.type, amp_dtype, accum, cfg.clip_grad), log, info, out,
+                      total_updates=total_updates, budget=budget, monitor=monitor)
     if ckpt is not None:
         run.steps.scaler.load_state_dict(ckpt["scaler"])
-        set_rng_state(ckpt["rng"], mask_generator)
+        set_rng_state(ckpt["rng"])
+        if "mask" in ckpt["rng"] and info.is_main:
+            print(f"{resume}: written when masks came from a generator seeded by rank; its remaining epochs draw "
+                  f"each image's mask and augmentation from (seed, epoch, index) instead", file=sys.stderr)
         start_epoch, run.step, wall_time = ckpt["epoch"], ckpt["step"], ckpt["wall_time_s"]
     log.truncate_after(run.step)  # the lines of a run that died before its next checkpoint (or before its first)
 
     flops = flops_per_iteration(cfg, cfg.batch_size * info.world_size * accum)
+    if monitor is not None:  # the first point (a fresh run's), or a resumed run's curve
+        monitor.begin(unwrap(model), log, flops, ckpt)
     last_loss = math.nan
     for epoch in range(start_epoch, cfg.epochs):
         sampler.set_epoch(epoch)
+        images.set_epoch(epoch)
         loader_generator.manual_seed(cfg.seed * 100_003 + epoch)
-        started = time.perf_counter()
+        started, paused = time.perf_counter(), run.paused_s
         run.wall_before = wall_time
         last_loss, throughput = train_one_epoch(run, epoch)
-        wall_time += time.perf_counter() - started
+        wall_time += time.perf_counter() - started - (run.paused_s - paused)  # the monitor's seconds left out
         # a budgeted run that has made its updates ends here, and is saved as finished (its last epoch)
         done = cfg.epochs if run.step >= run.total_updates else epoch + 1
         if info.is_main and (done % cfg.save_every == 0 or done == cfg.epochs
@@ -328,7 +341,9 @@ def train(cfg: PretrainConfig, resume: str | os.PathLike | None = None) -> dict:
             ckpt = {"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
                     "scaler": run.steps.scaler.state_dict(), "epoch": done, "step": run.step,
                     "total_updates": run.total_updates, "wall_time_s": wall_time, "loss": last_loss,
-                    "rng": rng_state(mask_generator), "config": cfg.to_dict()}
+                    "rng": rng_state(), "config": cfg.to_dict()}
+            if run.monitor is not None:
+                ckpt["monitor"] = run.monitor.state_dict()
             save_checkpoint(ckpt, out / LAST)
             if cfg.keep_every and done % cfg.keep_every == 0:
                 save_checkpoint(ckpt, out / f"checkpoint-{done:04d}.pth")
@@ -340,7 +355,10 @@ def train(cfg: PretrainConfig, resume: str | os.PathLike | None = None) -> dict:
                "images_per_s": throughput if start_epoch < cfg.epochs else math.nan}
     if info.is_main and start_epoch < cfg.epochs:
         summary["loss"] = last_loss
-        write_pretrain_record(cfg, out, summary, accum * cfg.batch_size * info.world_size)
+        monitored = run.monitor.summary(wall_time) if run.monitor is not None else None
+        write_pretrain_record(cfg, out, summary, accum * cfg.batch_size * info.world_size, monitored)
+        if monitored is not None:
+            print(run.monitor.cost_line(wall_time), flush=True)
     return summary
 
 
@@ -368,7 +386,6 @@ class PretrainRun:
     loader: DataLoader
     scheduler: CosineLRScheduler
     steps: GradientSteps
-    mask_generator: torch.Generator
     log: MetricsLog
     info: DistInfo
     out: Path
@@ -376,27 +393,28 @@ class PretrainRun:
     total_updates: int = 0  # where the run ends: its epochs' updates, or those its time budget fits
     budget: TimeBudget | None = None
     wall_before: float = 0.0  # training seconds of the epochs before the current one
+    monitor: KnnMonitor | None = None  # the online monitor (emae.monitor), if the config has one
+    paused_s: float = 0.0  # seconds of this process's epochs not spent training (the monitor's)
 
 
 def train_one_epoch(run: PretrainRun, epoch: int) -> tuple[float, float]:
     """One pass over the data; returns (mean loss of the epoch, images/s) and advances ``run.step``."""
     cfg, info, steps = run.cfg, run.info, run.steps
     device = next(run.model.parameters()).device
-    num_patches = unwrap(run.model).num_patches
     strategy = cfg.method_spec.masking
+    image_noise = noise_shape(strategy, 1, unwrap(run.model).num_patches, cfg.parts)[1:]
     usable = len(run.loader) // steps.accum * steps.accum
     epoch_loss, epoch_updates, images, started = 0.0, 0, 0, time.perf_counter()
     terms = torch.zeros(4, device=device)  # loss, pixel, consistency, spread of the current update
     skipped = 0
     bar = tqdm(run.loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not info.is_main or None, leave=False)
-    for it, (imgs, _, n_skipped) in enumerate(bar):
+    for it, (imgs, _, index, n_skipped) in enumerate(bar):
         if it >= usable or run.step >= run.total_updates:
             break
         if it % steps.accum == 0:
             run.scheduler.step_update(run.step)
         imgs = imgs.to(device, non_blocking=True)
-        noise = torch.rand(noise_shape(strategy, imgs.shape[0], num_patches, cfg.parts), generator=run.mask_generator,
-                           device=device)
+        noise = per_image_noise(cfg.seed, epoch, index.to(device, non_blocking=True), image_noise)
         masks = make_part_masks(strategy, noise, cfg.parts, cfg.mask_ratio)
         with steps.accumulating(it):
             loss, parts = compute_loss(run.net, imgs, masks, cfg, steps.amp_dtype)
@@ -425,6 +443,11 @@ def train_one_epoch(run: PretrainRun, epoch: int) -> tuple[float, float]:
         terms.zero_()
         epoch_loss += mean_terms[0]
         epoch_updates += 1
+        if run.monitor is not None:  # its seconds are left out of the epoch's clock
+            paused = run.monitor.after_update(unwrap(run.model), run.step, epoch + 1, usable // steps.accum,
+                                              run.total_updates, run.wall_before + time.perf_counter() - started)
+            started += paused
+            run.paused_s += paused
         if run.step % cfg.log_every == 0:
             entry = {"step": run.step, "epoch": epoch + 1, "loss": mean_terms[0], "pixel_loss": mean_terms[1],
                      "consistency_loss": mean_terms[2], "prediction_spread": mean_terms[3],
@@ -437,12 +460,15 @@ def train_one_epoch(run: PretrainRun, epoch: int) -> tuple[float, float]:
     return epoch_loss / max(epoch_updates, 1), images / (time.perf_counter() - started)
 
 
-def write_pretrain_record(cfg: PretrainConfig, out: Path, summary: dict, effective_batch: int) -> None:
+def write_pretrain_record(cfg: PretrainConfig, out: Path, summary: dict, effective_batch: int,
+                          monitor: dict | None = None) -> None:
     extra = {"images_seen": summary["steps"] * effective_batch, "flops_per_iter": summary["flops_per_iter"],
              "iterations": summary["steps"], "epochs_run": summary["epochs_run"], "batch_size": effective_batch,
              "parts": cfg.num_parts(), "images_per_s": summary["images_per_s"], "output_dir": str(out)}
     if cfg.time_budget_s:
         extra["time_budget_s"] = cfg.time_budget_s
+    if monitor is not None:  # KnnMonitor.summary: its settings, cost and curve
+        extra["monitor"] = monitor
     record = Record(**backbone_fields(cfg.to_dict(), cfg.arch), protocol="pretrain", metric="loss",
                     value=summary["loss"], dataset=cfg.dataset, seed=cfg.seed, extra=extra,
                     **provenance(cfg.to_dict(), out / LAST, summary["wall_time_s"]))

@@ -35,9 +35,11 @@ def read_log(run_dir: str | Path) -> pd.DataFrame:
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            entry = json.loads(line)
         except json.JSONDecodeError as e:
             raise EmaeError(f"{log}:{lineno}: not valid JSON ({e.msg})") from None
+        if "monitor" not in entry:  # the online monitor's points (emae.monitor) are not training steps
+            rows.append(entry)
     frame = pd.DataFrame(rows)
     missing = [c for c in ("step", "epoch", *TERMS) if c not in frame.columns]
     if missing:

@@ -21,9 +21,10 @@ def _cell(mean: float, std: float, n: int) -> str:
     return f"{mean:{fmt}}" + (f" ± {std:{fmt}}" if n > 1 else "")
 
 
-def _setting_name(method: str, variant: str, epochs, arch: str | None) -> str:
+def _setting_name(method: str, variant: str, epochs, budgeted: bool, arch: str | None) -> str:
+    """The column of a setting; a run stopped by its time budget ran at most its config's epochs."""
     name = METHOD_NAMES.get(method, method) + (f" {variant}" if variant else "")
-    name += "" if pd.isna(epochs) or method in BASELINES else f", {epochs} ep"
+    name += "" if pd.isna(epochs) or method in BASELINES else f", {'≤ ' * budgeted}{epochs} ep"
     return name + (f" ({arch})" if arch else "")
 
 
@@ -41,8 +42,9 @@ def summary_frames(ours: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     # the architecture is named where the records hold runs of several (raw pixels have none)
     several = cells.loc[cells["method"] != PIXELS, "arch"].nunique() > 1
     archs = [a if several and m != PIXELS else None for m, a in zip(cells["method"], cells["arch"])]
-    cells["setting"] = [_setting_name(m, v, e, a) for m, v, e, a in zip(cells["method"], cells["variant"],
-                                                                        cells["pretrain_epochs"], archs)]
+    budgeted = [bool(extra.get("time_budget_s")) for extra in cells["extra"]]  # VARIANT_FIELDS are in every extra
+    cells["setting"] = [_setting_name(m, v, e, b, a) for m, v, e, b, a in
+                        zip(cells["method"], cells["variant"], cells["pretrain_epochs"], budgeted, archs)]
     first = cells.drop_duplicates("setting")
     # the baselines, then MAE, then EMAE, then the ablations
     rank = first["method"].map({**{b: i - len(BASELINES) for i, b in enumerate(BASELINES)}, "mae": 0, "emae": 1})

@@ -101,6 +101,21 @@ def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_path):
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
 
 
+def test_a_checkpoint_of_rank_seeded_masks_resumes_and_says_so(tmp_path, capsys):
+    """Checkpoints written while masks came from a generator seeded by rank hold its state as rng['mask']: they
+    resume (nothing draws from that state now), with a note on stderr; new checkpoints have no such entry."""
+    train(small(tmp_path, epochs=1))
+    path = tmp_path / "checkpoint.pth"
+    ckpt = load_checkpoint(path)
+    assert set(ckpt["rng"]) <= {"torch", "python", "numpy", "cuda"}
+    ckpt["rng"]["mask"] = torch.Generator().manual_seed(0).get_state()
+    save_checkpoint(ckpt, path)
+    train(small(tmp_path, epochs=2), resume=path)
+    assert f"{path}: written when masks came from a generator seeded by rank" in capsys.readouterr().err
+    resumed = load_checkpoint(path)
+    assert resumed["step"] == 8 and "mask" not in resumed["rng"]
+
+
 def test_compiled_forward_gives_the_losses_of_the_eager_one(tmp_path):
     """``--compile``: the same run through torch.compile logs the same losses (to fp32 rounding of fused ops)."""
     train(small(tmp_path / "eager", method="emae", epochs=1, warmup_epochs=0))

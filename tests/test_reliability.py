@@ -30,8 +30,10 @@ def small_cfg(out, epochs) -> PretrainConfig:
 
 
 def log_lines(out) -> list[dict]:
+    """The training steps of ``OUT/log.txt`` (not the online monitor's points)."""
     path = Path(out) / "log.txt"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    entries = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return [e for e in entries if "monitor" not in e]
 
 
 def pretrain_process(out, epochs, *extra, script=None) -> subprocess.Popen:
