@@ -9,7 +9,9 @@ claim is efficiency, so the comparison is at equal time); the summary's first li
 against the seed spread recorded for those stages.
 
 The stages run one after another in one long-lived process (:mod:`experiments.runner`: a fresh child per stage,
-resumable through ``ROOT/pipeline.json``, stopping at the first failed stage with its error).
+resumable through ``ROOT/pipeline.json``, stopping at the first failed stage with its error), or with
+``--executor local|slurm`` as one job per backbone (:mod:`experiments.executor`); ``--status ROOT`` prints where
+a run stands.
 
 Its settings (:class:`PipelineConfig`) are resolved as the dataclass defaults < ``--config`` file (YAML or JSON)
 < explicit flags, validated (:class:`emae.settings.CommandConfig`), and saved as ``ROOT/config.json``.
@@ -23,8 +25,9 @@ from pathlib import Path
 from typing import ClassVar
 
 from emae.errors import EmaeError
-from emae.settings import CommandConfig
-from experiments.runner import Stage, run_stages
+from experiments import executor
+from experiments.executor import EXECUTOR_HELP, ExecutorConfig
+from experiments.runner import Stage
 
 METHODS = ("mae", "emae")
 UNTRAINED = "untrained"
@@ -46,8 +49,9 @@ STAGE_HELP = {  # the fields the pipeline and the study share
 
 
 @dataclass(frozen=True)
-class PipelineConfig(CommandConfig):
-    """``emae pipeline``'s settings. It has no presets of its own: ``preset`` names the pre-training preset."""
+class PipelineConfig(ExecutorConfig):
+    """``emae pipeline``'s settings (with the executor's, :class:`~experiments.executor.ExecutorConfig`). It has
+    no presets of its own: ``preset`` names the pre-training preset."""
 
     root: str = "runs/pipeline"
     preset: str = "fmnist-small"
@@ -66,7 +70,7 @@ class PipelineConfig(CommandConfig):
     spread: str = "results/records/pipeline-downstream"
 
     help_for: ClassVar[dict[str, str]] = {
-        **STAGE_HELP, "eval_preset": "linprobe/finetune/knn preset", "seed": "seed of every stage",
+        **EXECUTOR_HELP, **STAGE_HELP, "eval_preset": "linprobe/finetune/knn preset", "seed": "seed of every stage",
         "equal_time": "pre-train EMAE for MAE's recorded wall time (else for the preset's epochs)",
         "detect_iters": "detection iterations", "segment_iters": "segmentation iterations",
         "detect_config": "emae eval detect --config of the detect stages",
@@ -76,6 +80,7 @@ class PipelineConfig(CommandConfig):
         "spread": "records of the detect and segment stages at several seeds, read as their noise ('': none)"}
 
     def validate(self) -> "PipelineConfig":
+        ExecutorConfig.validate(self)
         split_flags(self.pretrain_args)
         for name in ("detect_iters", "segment_iters"):
             if getattr(self, name) < 1:
@@ -132,16 +137,16 @@ def downstream_stages(name: str, run: Path, checkpoint: str, encoder: str, cfg: 
 
 
 def baseline_stages(root: Path, suffix: str, preset: str, seed: int, eval_preset: str,
-                    pretrain_args: tuple[str, ...] = ()) -> list[Stage]:
+                    pretrain_args: tuple[str, ...] = (), eval_args: tuple[str, ...] = ()) -> list[Stage]:
     """kNN and the linear probe of the baselines every accuracy is read against: the untrained backbone of the
     pre-training preset's architecture and seed (``emae pretrain --epochs 0``), in ``ROOT/untrained{suffix}``,
-    and raw pixels, in ``ROOT/pixels{suffix}``."""
+    and raw pixels, in ``ROOT/pixels{suffix}``; ``eval_args``: flags added to every evaluation."""
     untrained, pixels = f"untrained{suffix}", f"pixels{suffix}"
     checkpoint = root / untrained / "pretrain" / "checkpoint.pth"
     return [pretrain_stage(f"{untrained}/pretrain", preset, "mae", seed, checkpoint.parent,
                            (*pretrain_args, "--epochs", "0")),
-            *classification_stages(untrained, root / untrained, str(checkpoint), seed, eval_preset),
-            *classification_stages(pixels, root / pixels, "pixels", seed, eval_preset)]
+            *classification_stages(untrained, root / untrained, str(checkpoint), seed, eval_preset, eval_args),
+            *classification_stages(pixels, root / pixels, "pixels", seed, eval_preset, eval_args)]
 
 
 def pretrain_stage(name: str, preset: str, method: str, seed: int, out: Path, extra: tuple[str, ...],
@@ -153,16 +158,19 @@ def pretrain_stage(name: str, preset: str, method: str, seed: int, out: Path, ex
                  budget_from=budget_from)
 
 
-def classification_stages(name: str, run: Path, checkpoint: str, seed: int, eval_preset: str) -> list[Stage]:
-    """kNN and the linear probe of one backbone; one feature extraction (``run/features``) serves both."""
+def classification_stages(name: str, run: Path, checkpoint: str, seed: int, eval_preset: str,
+                          extra: tuple[str, ...] = ()) -> list[Stage]:
+    """kNN and the linear probe of one backbone, with the flags ``extra``; one feature extraction
+    (``run/features``) serves both."""
     return [Stage(f"{name}/{protocol}", ("eval", protocol, "--checkpoint", checkpoint, "--seed", str(seed), "--preset",
                                          eval_preset, "--features-dir", str(run / "features"), "--output-dir",
-                                         str(run / protocol)))
+                                         str(run / protocol), *extra))
             for protocol in ("knn", "linprobe")]
 
 
 def run_pipeline(cfg: PipelineConfig) -> int:
-    return run_stages(stages(cfg), Path(cfg.root), cfg, lambda root: summary(root, cfg))
+    """The pipeline of ``cfg`` in order in this process, or as jobs (``cfg.executor``)."""
+    return executor.run(stages(cfg), cfg, lambda root: summary(root, cfg))
 
 
 def summary(root: Path, cfg: PipelineConfig) -> str:
@@ -175,7 +183,10 @@ def summary(root: Path, cfg: PipelineConfig) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     PipelineConfig.add_arguments(parser)
+    executor.add_status_argument(parser)
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.status is not None:
+        return executor.print_status(lambda cfg: stages(cfg), PipelineConfig, Path(args.status))
     return run_pipeline(PipelineConfig.resolve(args))

@@ -7,9 +7,11 @@ mmsegmentation are imported only by the stages that use them. Each child is a pr
 fails or crashes ends only itself, with its output in ``ROOT/logs/STAGE.log``, and its progress
 (:mod:`emae.progress`, in ``ROOT/logs/STAGE.progress``) shown on the stage's line while it runs.
 
-``ROOT/pipeline.json`` records the finished stages with their time, so a re-run skips them (a killed
-pre-training continues from its checkpoint, a killed evaluation from its own state), and the run stops at the
-first failed stage with that stage's error.
+A state file (:class:`State`: ``ROOT/pipeline.json`` for a run in this process, ``ROOT/chains/CHAIN.json`` for a
+chain run as a job, :mod:`experiments.executor`) records the finished stages with their time and the started ones,
+so a re-run skips the finished (a killed pre-training continues from its checkpoint, a killed evaluation from its
+own state); :func:`run_plan` stops at the first failed stage, recording it with its log in the state, and raises
+that stage's error.
 
 The fork server is a fresh interpreter, not a copy of the caller: a process that has already computed with torch
 (whose OpenMP threads do not survive a fork) can run stages too.
@@ -20,6 +22,7 @@ import importlib.util
 import json
 import multiprocessing
 import os
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -36,6 +39,8 @@ PRELOAD = ("torch", "timm", "emae.engine", "emae.export", "evaluation.linprobe",
            "evaluation.finetune", "analysis.consistency", "results.report")
 POLL_S = 0.5  # how often a running stage's line is refreshed
 PLAIN_EVERY_S = 30.0  # without a terminal: a progress line this often
+# the signal a scheduler sends a job before it ends it (submitit's default: SIGUSR2, asked for with sbatch --signal)
+PREEMPT_SIGNAL = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"))
 
 
 @dataclass(frozen=True)
@@ -80,11 +85,12 @@ def budget_seconds(records_path: str, stage: str) -> float:
 
 
 class State:
-    """``pipeline.json``: which stages finished (with their wall time) and which were started."""
+    """A state file: which stages finished (``done``: name -> seconds), which were started (``started``) and which
+    failed last (``failed``: name -> ``{"log", "error"}``, dropped when the stage finishes)."""
 
     def __init__(self, path: Path):
         self.path = path
-        self.data = {"done": {}, "started": []}
+        self.data = {"done": {}, "started": [], "failed": {}}
         if path.exists():
             try:
                 self.data = json.loads(path.read_text())
@@ -93,8 +99,10 @@ class State:
             if not isinstance(self.data, dict) or not {"done", "started"} <= set(self.data):
                 raise EmaeError(f"{path}: not a pipeline state (no 'done' and 'started'); remove it to run every "
                                 f"stage again")
+            self.data.setdefault("failed", {})  # state files written before failures were recorded
 
     def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.data, indent=2) + "\n")
         os.replace(tmp, self.path)
@@ -103,11 +111,15 @@ class State:
         return name in self.data["done"]
 
 
-def _stage_main(argv: list[str], log: str, progress_file: str, cwd: str, environ: dict[str, str]) -> None:
+def _stage_main(argv: list[str], log: str, progress_file: str, cwd: str, environ: dict[str, str],
+                launch: tuple[str, ...] = ()) -> None:
     """The body of a stage's process: the caller's folder and environment, its output to ``log``, its progress
-    to ``progress_file``, then the command."""
+    to ``progress_file``, then the command: in this process, or ``launch + argv`` in its place (``torchrun``).
+    The stage ignores a scheduler's pre-emption signal (:data:`PREEMPT_SIGNAL`): the job's main process handles
+    it and ends the stage."""
     from emae import cli
 
+    signal.signal(PREEMPT_SIGNAL, signal.SIG_IGN)
     # the stage's own processes (DataLoader workers) start as they would in a plain process: forked from it,
     # not from a fork server of their own (the default a fork server's children inherit), which imports again
     multiprocessing.set_start_method("fork", force=True)
@@ -120,6 +132,8 @@ def _stage_main(argv: list[str], log: str, progress_file: str, cwd: str, environ
         os.dup2(fd, stream)
     os.close(fd)
     os.environ[progress.ENV] = progress_file
+    if launch:
+        os.execvp(launch[0], [*launch, *argv])
     code = cli.main(argv)
     sys.stdout.flush()
     sys.stderr.flush()
@@ -152,8 +166,9 @@ class StageLine:
         print(f"\r{self.prefix} {text}\x1b[K" if self.tty else f"{self.prefix} {text}", flush=True)
 
 
-def run_stage(context, stage: Stage, log: Path, resume: bool, line: StageLine) -> int:
-    """Run one stage in a child of the fork server; returns its exit status (negative: killed by that signal)."""
+def run_stage(context, stage: Stage, log: Path, resume: bool, line: StageLine, launch: tuple[str, ...] = ()) -> int:
+    """Run one stage in a child of the fork server (``launch``: the program the child runs the ``emae`` arguments
+    with instead, e.g. ``torchrun ... -m emae``); returns its exit status (negative: killed by that signal)."""
     argv = stage.command(resume)
     log.parent.mkdir(parents=True, exist_ok=True)
     progress_file = log.with_suffix(".progress")
@@ -161,7 +176,7 @@ def run_stage(context, stage: Stage, log: Path, resume: bool, line: StageLine) -
     with open(log, "a", encoding="utf-8") as f:
         f.write(f"$ emae {' '.join(argv)}\n")
     child = context.Process(target=_stage_main, args=(argv, str(log), str(progress_file), os.getcwd(),
-                                                      dict(os.environ)), name=stage.name)
+                                                      dict(os.environ), launch), name=stage.name)
     child.start()
     t0 = time.perf_counter()
     try:
@@ -182,36 +197,41 @@ def last_error(log: Path) -> str:
     return errors[-1] if errors else "\n".join(lines[-15:])
 
 
+def pretrain_config(stage: Stage):
+    """The resolved :class:`~emae.config.PretrainConfig` of a pre-training stage (an EmaeError for a bad flag)."""
+    from emae import engine
+    from emae.cli import CommandParser
+
+    parser = CommandParser(prog=f"emae pretrain (stage {stage.name})")
+    engine.add_arguments(parser)
+    return engine.resolve_config(parser.parse_args(stage.argv[1:]))
+
+
 def check_stages(plan: list[Stage], root: Path) -> None:
     """What can be checked before the first stage runs: every pre-training's flags and preset, every
     evaluation's preset, and the records already under ``root`` (which the report will read)."""
-    from emae import engine
-    from emae.cli import CommandParser
     from emae.records import read_records
     from evaluation.presets import PROTOCOLS, preset_values
 
     for stage in plan:
         if stage.argv[:1] == ("pretrain",):
-            parser = CommandParser(prog=f"emae pretrain (stage {stage.name})")
-            engine.add_arguments(parser)
-            engine.resolve_config(parser.parse_args(stage.argv[1:]))
+            pretrain_config(stage)
         elif stage.argv[:1] == ("eval",) and stage.argv[1] in PROTOCOLS and "--preset" in stage.argv:
             preset_values(stage.argv[stage.argv.index("--preset") + 1], stage.argv[1])
     if root.is_dir():
         read_records(root)
 
 
-def run_stages(plan: list[Stage], root: Path, config: CommandConfig,
-               summary: Callable[[Path], str] | None = None) -> int:
-    """Run the stages in order, skipping those ``ROOT/pipeline.json`` records as done, then print
-    ``summary(root)`` (default: the summary of the records written) and every stage's time;
-    raises EmaeError with the failed stage's error. ``config`` (the run's resolved config) is saved as
-    ``ROOT/config.json``."""
-    context = _context()
-    check_stages(plan, root)
-    state = State(root / "pipeline.json")
-    config.save(root)
-    started = time.perf_counter()
+def log_path(root: Path, stage: Stage) -> Path:
+    """Where the output of ``stage`` goes: ``ROOT/logs/STAGE.log`` (``/`` in its name spelt ``-``)."""
+    return root / "logs" / f"{stage.name.replace('/', '-')}.log"
+
+
+def run_plan(context, plan: list[Stage], root: Path, state: State,
+             launch: Callable[[Stage], tuple[str, ...]] = lambda stage: ()) -> None:
+    """Run the stages in order in children of the fork server ``context``, skipping those ``state`` records as
+    done and continuing the started ones; ``launch(stage)``: the program a stage runs through (:func:`run_stage`).
+    A failed stage is recorded in ``state`` with its log and raised as an EmaeError with its error."""
     tty = sys.stdout.isatty()
     for index, stage in enumerate(plan, 1):
         prefix = f"[{index:2d}/{len(plan)}] {stage.name:<22}"
@@ -225,27 +245,51 @@ def run_stages(plan: list[Stage], root: Path, config: CommandConfig,
         if not resume:
             state.data["started"].append(stage.name)
             state.save()
-        log = root / "logs" / f"{stage.name.replace('/', '-')}.log"
+        log = log_path(root, stage)
         line = StageLine(prefix, tty)
         t0 = time.perf_counter()
-        code = run_stage(context, stage, log, stage.resumes(resume), line)
+        code = run_stage(context, stage, log, stage.resumes(resume), line, launch(stage))
         seconds = time.perf_counter() - t0
         if code != 0:
             line.end(f"FAILED after {seconds:.0f} s (exit {code}); log: {log}")
-            raise EmaeError(f"stage {stage.name} failed: {last_error(log)}")
+            error = last_error(log)
+            state.data["failed"][stage.name] = {"log": str(log), "error": error}
+            state.save()
+            raise EmaeError(f"stage {stage.name} failed: {error}")
         state.data["done"][stage.name] = seconds
+        state.data["failed"].pop(stage.name, None)
         state.save()
         line.end(f"done in {seconds:.0f} s")
-    if summary is None:
-        from results.summary import summary_markdown as summary
-    print(f"\n{summary(root)}\n\n{stage_times(plan, state)}\n\nfinished in {time.perf_counter() - started:.0f} s; "
-          f"report: {root / 'report' / 'report.md'}")
+
+
+def run_stages(plan: list[Stage], root: Path, config: CommandConfig,
+               summary: Callable[[Path], str] | None = None) -> int:
+    """Run the stages in order (:func:`run_plan`), skipping those ``ROOT/pipeline.json`` records as done, then
+    print ``summary(root)`` (default: the summary of the records written) and every stage's time;
+    raises EmaeError with the failed stage's error. ``config`` (the run's resolved config) is saved as
+    ``ROOT/config.json``."""
+    context = _context()
+    check_stages(plan, root)
+    state = State(root / "pipeline.json")
+    config.save(root)
+    started = time.perf_counter()
+    run_plan(context, plan, root, state)
+    print_summary(root, summary, stage_times(plan, [state]), time.perf_counter() - started)
     return 0
 
 
-def stage_times(plan: list[Stage], state: State) -> str:
-    """Every finished stage's time, as a Markdown table, with the total."""
-    done = [(stage.name, state.data["done"][stage.name]) for stage in plan if state.done(stage.name)]
+def print_summary(root: Path, summary: Callable[[Path], str] | None, times: str, seconds: float) -> None:
+    """The end of a run: ``summary(root)`` (default: the summary of the records), the stage times, the total."""
+    if summary is None:
+        from results.summary import summary_markdown as summary
+    print(f"\n{summary(root)}\n\n{times}\n\nfinished in {seconds:.0f} s; report: {root / 'report' / 'report.md'}")
+
+
+def stage_times(plan: list[Stage], states: list[State]) -> str:
+    """Every finished stage's time (read from the first of ``states`` that has it), as a Markdown table, with
+    the total."""
+    done = [(stage.name, next(s.data["done"][stage.name] for s in states if s.done(stage.name)))
+            for stage in plan if any(s.done(stage.name) for s in states)]
     rows = ["| stage | seconds |", "|---|---:|", *(f"| {name} | {seconds:.0f} |" for name, seconds in done),
             f"| all stages | {sum(s for _, s in done):.0f} |"]
     return "\n".join(rows)
