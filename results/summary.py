@@ -42,9 +42,8 @@ def summary_frames(ours: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     # the architecture is named where the records hold runs of several (raw pixels have none)
     several = cells.loc[cells["method"] != PIXELS, "arch"].nunique() > 1
     archs = [a if several and m != PIXELS else None for m, a in zip(cells["method"], cells["arch"])]
-    budgeted = [bool(extra.get("time_budget_s")) for extra in cells["extra"]]  # VARIANT_FIELDS are in every extra
     cells["setting"] = [_setting_name(m, v, e, b, a) for m, v, e, b, a in
-                        zip(cells["method"], cells["variant"], cells["pretrain_epochs"], budgeted, archs)]
+                        zip(cells["method"], cells["variant"], cells["pretrain_epochs"], cells["budgeted"], archs)]
     first = cells.drop_duplicates("setting")
     # the baselines, then MAE, then EMAE, then the ablations
     rank = first["method"].map({**{b: i - len(BASELINES) for i, b in enumerate(BASELINES)}, "mae": 0, "emae": 1})

@@ -209,16 +209,18 @@ def variant_of(record: Record) -> str:
 
 
 def records_frame(records: list[Record]) -> pd.DataFrame:
-    """Our records as cells, architectures under the paper's names, unknown (negative) epochs as NA; a seed's
-    latest record replaces earlier ones."""
+    """Our records as cells, architectures under the paper's names, unknown (negative) epochs as NA, ``budgeted``
+    where the pre-training was stopped by a time budget (its own record or, for an evaluation, the config it
+    inherited); a seed's latest record replaces earlier ones."""
     rows = [dict(method=r.method, arch=ARCH_NAMES.get(r.arch, r.arch),
                  pretrain_epochs=r.pretrain_epochs if r.pretrain_epochs >= 0 else None,
                  pretrain_data=r.pretrain_data, variant=variant_of(r), protocol=r.protocol, metric=r.metric,
                  dataset=r.dataset, value=float(r.value), seed=r.seed, date=r.date, hardware=r.hardware,
-                 wall_time_s=float(r.wall_time_s), extra=r.extra) for r in records]
+                 wall_time_s=float(r.wall_time_s), extra=r.extra,
+                 budgeted=bool({**r.config, **r.extra}.get("time_budget_s"))) for r in records]
     frame = pd.DataFrame(rows, columns=["method", "arch", "pretrain_epochs", "pretrain_data", "variant", "protocol",
                                         "metric", "dataset", "value", "seed", "date", "hardware", "wall_time_s",
-                                        "extra"])
+                                        "extra", "budgeted"])
     same = ["method", "arch", "pretrain_epochs", "pretrain_data", "variant", "protocol", "metric", "dataset", "seed"]
     frame = frame.sort_values("date", kind="stable").drop_duplicates(same, keep="last")
     return frame.reset_index(drop=True).astype({"pretrain_epochs": "Int64"})

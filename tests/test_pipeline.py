@@ -217,14 +217,17 @@ def test_summary_puts_settings_side_by_side_with_mean_and_std():
                fmnist("emae", 4, protocol="pretrain", metric="loss", value=0.5, wall_time_s=120.0),
                fmnist("mae", 4, protocol="consistency", metric="pairwise_l1", value=0.000456),
                # stopped by its time budget: at most the config's epochs
-               fmnist("emae", 4, value=73.0, extra={"time_budget_s": 274.0})]
+               fmnist("emae", 4, value=73.0, extra={"time_budget_s": 274.0}),
+               # an analysis of that run, which carries the budget in the config it inherited
+               fmnist("emae", 4, protocol="consistency", metric="pairwise_l1", value=0.002,
+                      config={"time_budget_s": 274.0})]
     display, numbers = summary_frames(records_frame(records))
     assert list(display.columns) == ["protocol", "metric", "dataset", "MAE, 4 ep", "EMAE, 4 ep",
                                      "EMAE in 274 s, ≤ 4 ep"]
     rows = {(r.protocol, r.metric): r for r in display.itertuples(index=False)}
     assert rows[("linprobe", "top1")][3:] == ("71.00 ± 1.41", "75.00", "73.00")
     assert rows[("pretrain", "wall time (s)")][3:] == ("-", "120.00", "-")
-    assert rows[("consistency", "pairwise_l1")][3:] == ("0.000456", "-", "-")
+    assert rows[("consistency", "pairwise_l1")][3:] == ("0.000456", "-", "0.002")
     assert numbers.loc[(numbers["setting"] == "MAE, 4 ep") & (numbers["protocol"] == "linprobe"), "n"].tolist() == [2]
 
 
