@@ -56,8 +56,6 @@ def _imagenet(linprobe_epochs: int, finetune: dict) -> dict[str, dict]:
     }
 
 
-
-
 def _fmnist(train_limit: int, finetune_limit: int) -> dict[str, dict]:
     """The Fashion-MNIST presets: the first ``train_limit`` training images for kNN and the probe and
     ``finetune_limit`` for the fine-tune (0: all 50k besides the validation split)."""
