@@ -2,7 +2,8 @@
 
 One row per pre-training setting (method, architecture, pre-training data, variant, epochs) that has a
 ``pretrain`` record: iterations, images seen and FLOPs per iteration (from the record's ``extra``, as the
-engine counted them), wall time, hardware, and the top-1 accuracy of the same setting.
+engine counted them), wall time, hardware, and the top-1 accuracy of the same setting. A run stopped by its
+time budget (``--time-budget-s``) shows the epochs it ran beside those it was set: ``1.15 of 4``.
 
 Join rule: a pre-training record and an accuracy record are joined when they share the setting (method,
 architecture, pre-training data, variant, pre-training epochs); seeds are averaged on both sides. The
@@ -57,12 +58,15 @@ def cost_frame(ours: pd.DataFrame) -> pd.DataFrame:
     """The cost of each pre-training setting with its accuracy and speed-up, as numbers (see the module doc)."""
     pre = ours[ours["protocol"] == "pretrain"]
     if pre.empty:
-        return pd.DataFrame(columns=SETTING + ["seeds", "iterations", "images_seen", "flops_per_iter", "wall_time_h",
+        return pd.DataFrame(columns=SETTING + ["seeds", "iterations", "images_seen", "epochs_run", "flops_per_iter",
+                                               "wall_time_h",
                                                "hardware", "top1", "protocol", "speedup"])
     pre = pre.assign(iterations=_extra(pre, "iterations"), images_seen=_extra(pre, "images_seen"),
-                     flops_per_iter=_extra(pre, "flops_per_iter"), wall_time_h=pre["wall_time_s"] / 3600)
+                     flops_per_iter=_extra(pre, "flops_per_iter"), epochs_run=_extra(pre, "epochs_run"),
+                     wall_time_h=pre["wall_time_s"] / 3600)
     runs = pre.groupby(SETTING, sort=True, dropna=False).agg(
         seeds=("seed", "nunique"), iterations=("iterations", "mean"), images_seen=("images_seen", "mean"),
+        epochs_run=("epochs_run", "mean"),
         flops_per_iter=("flops_per_iter", "mean"), wall_time_h=("wall_time_h", "mean"),
         hardware=("hardware", lambda h: "; ".join(sorted(set(h)))))
     runs = runs.join(_accuracy(ours)).reset_index()
@@ -81,13 +85,23 @@ def cost_table(cost: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for _, run in cost.iterrows():
         name = METHOD_NAMES.get(run["method"], run["method"]) + (f" ({run['variant']})" if run["variant"] else "")
-        rows.append([name, run["arch"], run["pretrain_data"], num(run["pretrain_epochs"], "d"), str(run["seeds"]),
+        rows.append([name, run["arch"], run["pretrain_data"], _epochs(run), str(run["seeds"]),
                      num(run["iterations"], ",.0f"), num(run["images_seen"], ",.0f"),
                      num(run["flops_per_iter"] / 1e9, ",.1f"),
                      num(run["wall_time_h"], ".2f" if run["wall_time_h"] >= 0.1 else ".4f"), run["hardware"],
                      num(run["top1"], ".1f"), "-" if pd.isna(run["protocol"]) else run["protocol"],
                      num(run["speedup"], ".2f")])
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _epochs(run: pd.Series) -> str:
+    """The epochs a run was set, or, for one its time budget stopped earlier, those it ran of them."""
+    if pd.isna(run["pretrain_epochs"]):
+        return "-"
+    ran = run.get("epochs_run", math.nan)
+    if pd.isna(ran) or round(ran, 2) >= run["pretrain_epochs"]:
+        return f"{run['pretrain_epochs']:d}"
+    return f"{ran:.2f} of {run['pretrain_epochs']:d}"
 
 
 def _hours(h: float) -> str:
@@ -104,15 +118,15 @@ def speedup_summary(cost: pd.DataFrame) -> list[str]:
         if ref.empty or emae.empty:
             continue
         ref = ref.iloc[0]
-        mae = (f"the {ref['protocol']} top-1 of MAE ({ref['pretrain_epochs']} epochs, {ref['top1']:.1f}, "
+        mae = (f"the {ref['protocol']} top-1 of MAE ({_epochs(ref)} epochs, {ref['top1']:.1f}, "
                f"{_hours(ref['wall_time_h'])})")
         reached = emae[emae["speedup"].notna()]
         if reached.empty:
             best = emae.sort_values("top1").iloc[-1]
             lines.append(f"{arch} on {data}: no EMAE run reaches {mae}; its best is {best['top1']:.1f} "
-                         f"({best['pretrain_epochs']} epochs, {_hours(best['wall_time_h'])}).")
+                         f"({_epochs(best)} epochs, {_hours(best['wall_time_h'])}).")
             continue
         best = reached.sort_values("speedup").iloc[-1]
-        lines.append(f"{arch} on {data}: EMAE ({best['pretrain_epochs']} epochs, {_hours(best['wall_time_h'])}) "
+        lines.append(f"{arch} on {data}: EMAE ({_epochs(best)} epochs, {_hours(best['wall_time_h'])}) "
                      f"reaches {mae} {best['speedup']:.2f}x faster.")
     return lines

@@ -16,7 +16,7 @@ from emae import cli
 from emae.errors import EmaeError
 from emae.records import Record, append_records, read_records
 from results import report
-from results.cost import cost_frame, speedup_summary
+from results.cost import cost_frame, cost_table, speedup_summary
 from results.tables import SPEC_BY_NAME, SPECS, build_table, build_tables, load_reference, records_frame
 
 _ = None  # an empty cell ("-" in the paper)
@@ -251,6 +251,21 @@ def test_cost_table_and_speedup(records):
     slower = cost.reset_index().assign(speedup=lambda c: c["speedup"].where(c["method"] != "emae"))
     (line,) = speedup_summary(slower)
     assert "no EMAE run reaches the linprobe top-1 of MAE (20 epochs, 80.0" in line
+
+
+def test_a_budgeted_run_shows_the_epochs_it_ran_of_those_it_was_set(tmp_path):
+    budgeted = pretrain("emae", 4, 0.04)
+    budgeted.extra.update(epochs_run=1.1496, time_budget_s=173.2)
+    full = pretrain("mae", 4, 0.05)
+    full.extra.update(epochs_run=4.0)
+    path = tmp_path / "records.jsonl"
+    probe = fmnist("emae", 4, value=80.7, extra=dict(time_budget_s=173.2))  # the budget's variant, as its run's
+    append_records(path, [budgeted, full, fmnist("mae", 4, value=83.2), probe])
+    cost = cost_frame(records_frame(read_records(path)))
+    shown = cost_table(cost).set_index("Method")["Epochs"]
+    assert shown["EMAE (in 173 s)"] == "1.15 of 4" and shown["MAE"] == "4"
+    (line,) = speedup_summary(cost)
+    assert line.endswith("its best is 80.7 (1.15 of 4 epochs, 144 s).") and "MAE (4 epochs, 83.2" in line
 
 
 @pytest.mark.parametrize("line, field", [
