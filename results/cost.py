@@ -59,8 +59,7 @@ def cost_frame(ours: pd.DataFrame) -> pd.DataFrame:
     pre = ours[ours["protocol"] == "pretrain"]
     if pre.empty:
         return pd.DataFrame(columns=SETTING + ["seeds", "iterations", "images_seen", "epochs_run", "flops_per_iter",
-                                               "wall_time_h",
-                                               "hardware", "top1", "protocol", "speedup"])
+                                               "wall_time_h", "hardware", "top1", "protocol", "speedup"])
     pre = pre.assign(iterations=_extra(pre, "iterations"), images_seen=_extra(pre, "images_seen"),
                      flops_per_iter=_extra(pre, "flops_per_iter"), epochs_run=_extra(pre, "epochs_run"),
                      wall_time_h=pre["wall_time_s"] / 3600)
