@@ -97,7 +97,7 @@ def _epochs(run: pd.Series) -> str:
     """The epochs a run was set, or, for one its time budget stopped earlier, those it ran of them."""
     if pd.isna(run["pretrain_epochs"]):
         return "-"
-    ran = run.get("epochs_run", math.nan)
+    ran = run["epochs_run"]
     if pd.isna(ran) or round(ran, 2) >= run["pretrain_epochs"]:
         return f"{run['pretrain_epochs']:d}"
     return f"{ran:.2f} of {run['pretrain_epochs']:d}"
