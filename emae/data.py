@@ -27,7 +27,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.functional import get_image_size, hflip, resized_crop
 
 from emae.errors import EmaeError
-from emae.masking import AUGMENT_STREAM, image_key
+from emae.masking import AUGMENT_STREAM, image_key, image_keys
 from emae.records import META_FILE
 
 # each dataset's constants, in one place: where Debian's dataset-fashion-mnist installs it, and the input
@@ -98,6 +98,12 @@ class FashionMNIST(Dataset):
         if self.transform is not None:
             img = self.transform(img)
         return img, int(self.targets[index])
+
+    def __getitems__(self, indices: list[int]) -> list:
+        """``[self[i] for i in indices]``; through an :class:`EvalTransform`, computed as one batch."""
+        if isinstance(self.transform, EvalTransform) and self.transform.batches(self.images.shape[1:]):
+            return list(zip(self.transform.batch(self.images[indices]), self.targets[indices].tolist()))
+        return [self[i] for i in indices]
 
 
 class ImageFiles(Dataset):
@@ -191,6 +197,83 @@ def crop_box(width: int, height: int, scale: tuple[float, float], ratio: tuple[f
     return (height - h) // 2, (width - w) // 2, h, w
 
 
+def _pil_bicubic(x: np.ndarray) -> np.ndarray:
+    """Pillow's bicubic filter (Keys' cubic with a = -0.5, support 2), elementwise."""
+    a, x = -0.5, np.abs(x)
+    return np.where(x < 1.0, ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0,
+                    np.where(x < 2.0, (((x - 5.0) * x + 8.0) * x - 4.0) * a, 0.0))
+
+
+def bicubic_coefficients(start: np.ndarray, length: np.ndarray, size: int, out: int) -> np.ndarray:
+    """Pillow's fixed-point coefficients of a bicubic upsampling of the span ``[start, start + length)`` of
+    ``size`` pixels to ``out >= length`` pixels, one span per image: its ``precompute_coeffs`` (each output
+    pixel's window of taps, normalised to sum 1) and ``normalize_coeffs_8bpc`` (rounded to 22 fractional bits),
+    laid over all ``size`` input pixels with zeros outside the window.
+
+    Args:
+        start, length: (B,) integer spans, ``0 <= start``, ``1 <= length <= out``, ``start + length <= size``.
+
+    Returns:
+        (B, out, size) float64 integers: output pixel ``o`` of image ``b`` is
+        ``clip8(2**21 + sum_x coef[b, o, x] * pixel[x])`` in Pillow's 8-bit resampling.
+    """
+    if (length > out).any():
+        raise EmaeError(f"bicubic_coefficients upsamples: a span of {int(length.max())} pixels exceeds the output's "
+                        f"{out}")
+    center = (np.arange(out, dtype=np.float64)[None, :, None] + 0.5) * (length[:, None, None] / out)
+    x = np.arange(size)[None, None, :] - start[:, None, None]  # in the span's coordinates
+    window = (x >= np.maximum(np.trunc(center - 1.5), 0)) & (x < np.minimum(np.trunc(center + 2.5),
+                                                                            length[:, None, None]))
+    taps = np.where(window, _pil_bicubic(x - center + 0.5), 0.0)
+    taps /= np.cumsum(taps, axis=-1)[..., -1:]  # summed in pixel order, as Pillow sums them
+    return np.trunc(np.where(taps < 0, taps * 2.0 ** 22 - 0.5, taps * 2.0 ** 22 + 0.5))
+
+
+@functools.lru_cache(maxsize=4)
+def _coefficient_table(size: int, out: int) -> torch.Tensor:
+    """:func:`bicubic_coefficients` of every span of ``size`` pixels, (length, start, out, size), computed once:
+    entry ``[n, a]`` is the span ``[a, a + n)`` (zeros where it does not fit)."""
+    lengths, starts = np.meshgrid(np.arange(size + 1), np.arange(size), indexing="ij")
+    fits = (lengths >= 1) & (starts + lengths <= size)
+    table = np.zeros((size + 1, size, out, size))
+    table[fits] = bicubic_coefficients(starts[fits], lengths[fits], size, out)
+    return torch.from_numpy(table)
+
+
+def _clip8(sums: torch.Tensor) -> torch.Tensor:
+    """Pillow's ``clip8`` of rounded fixed-point sums: the 8-bit values, as float64."""
+    return torch.floor((sums + 2.0 ** 21) * 2.0 ** -22).clamp_(0, 255)
+
+
+def resized_crops(images: np.ndarray, boxes: np.ndarray, size: int) -> torch.Tensor:
+    """Bicubic resized crops of 8-bit grey images to at least their size, the values Pillow's
+    ``img.crop(box).resize((size, size), BICUBIC)`` gives each (torchvision's ``resized_crop`` of a PIL image),
+    computed as two batched products:
+    the horizontal pass, rounded to 8 bits as Pillow rounds it, then the vertical pass. float64 holds every
+    fixed-point sum exactly.
+
+    Args:
+        images: (B, H, W) uint8, ``H, W <= size``.
+        boxes: (B, 4) integer (top, left, height, width) boxes inside the images.
+
+    Returns:
+        (B, size, size) uint8.
+    """
+    _, height, width = images.shape
+    rows = _coefficient_table(height, size)[boxes[:, 2], boxes[:, 0]]  # (B, size, H)
+    cols = _coefficient_table(width, size)[boxes[:, 3], boxes[:, 1]]  # (B, size, W)
+    pixels = torch.from_numpy(images.astype(np.float64))
+    horizontal = _clip8(pixels @ cols.transpose(1, 2))  # (B, H, size)
+    return _clip8(rows @ horizontal).to(torch.uint8)
+
+
+def normalize_batch(images: torch.Tensor, mean, std) -> torch.Tensor:
+    """(B, H, W) uint8 grey images -> (B, 1, H, W) float32, the values of torchvision's ``ToTensor`` then
+    ``Normalize(mean, std)`` of each."""
+    mean, std = torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(std, dtype=torch.float32)
+    return images[:, None].to(torch.float32).div(255).sub_(mean.view(-1, 1, 1)).div_(std.view(-1, 1, 1))
+
+
 class PretrainImages(Dataset):
     """Pre-training samples that carry their dataset index, each augmented from a seed of its own.
 
@@ -200,6 +283,10 @@ class PretrainImages(Dataset):
     :func:`emae.masking.image_key` of (``seed``, epoch, ``i``) in :data:`emae.masking.AUGMENT_STREAM`, then
     ``ToTensor`` and ``Normalize(mean, std)``. An image's view thus depends on the run seed, the epoch and its
     index only: not on the process, the loader worker or the order of reading.
+
+    A loader's batch of :class:`FashionMNIST` images (an array in memory) no larger than ``img_size`` is
+    augmented together (:meth:`__getitems__`: the same values as item by item, in a third of the time); other
+    datasets go image by image through torchvision's PIL transforms.
 
     :meth:`set_epoch` must be called before each epoch's loader iterator is made: loader workers copy the
     dataset when they start, so a loader with persistent workers would keep the first epoch's.
@@ -213,6 +300,7 @@ class PretrainImages(Dataset):
         self.scale = (crop_min_scale, 1.0)
         self.seed = seed
         self.epoch = 0
+        self.mean, self.std = mean, std
         self.finish = transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean, std)])
 
     def set_epoch(self, epoch: int) -> None:
@@ -221,14 +309,33 @@ class PretrainImages(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
+    def draw(self, index: int, key: int, width: int, height: int) -> tuple[tuple[int, int, int, int], bool]:
+        """The crop box (top, left, height, width) and the flip of image ``index``, from its ``key``."""
+        rng = random.Random(key % 2**64)  # unsigned
+        box = crop_box(width, height, self.scale, self.ratio, rng)
+        return box, rng.random() < 0.5
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
         img, label = self.dataset[index]
-        rng = random.Random(image_key(self.seed, self.epoch, index, AUGMENT_STREAM) % 2**64)  # unsigned
-        top, left, h, w = crop_box(*get_image_size(img), self.scale, self.ratio, rng)
-        img = resized_crop(img, top, left, h, w, [self.img_size, self.img_size], InterpolationMode.BICUBIC)
-        if rng.random() < 0.5:
+        box, flip = self.draw(index, image_key(self.seed, self.epoch, index, AUGMENT_STREAM), *get_image_size(img))
+        img = resized_crop(img, *box, [self.img_size, self.img_size], InterpolationMode.BICUBIC)
+        if flip:
             img = hflip(img)
         return self.finish(img), label, index
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, int, int]]:
+        """``[self[i] for i in indices]``, with Fashion-MNIST's images cropped, resized (:func:`resized_crops`),
+        flipped and normalised as one batch."""
+        if not isinstance(self.dataset, FashionMNIST) or max(self.dataset.images.shape[1:]) > self.img_size:
+            return [self[i] for i in indices]
+        images = self.dataset.images[indices]  # (B, H, W) uint8
+        keys = image_keys(self.seed, self.epoch, torch.tensor(indices, dtype=torch.int64), AUGMENT_STREAM)
+        boxes, flips = zip(*(self.draw(i, key, images.shape[2], images.shape[1])
+                             for i, key in zip(indices, keys.tolist())))
+        crops = resized_crops(images, np.array(boxes), self.img_size)
+        crops = torch.where(torch.tensor(flips)[:, None, None], crops.flip(-1), crops)
+        batch = normalize_batch(crops, self.mean, self.std)
+        return [(image, int(self.dataset.targets[i]), i) for image, i in zip(batch, indices)]
 
 
 class TFRandomResizedCrop(transforms.RandomResizedCrop):
@@ -275,14 +382,37 @@ def pretrain_transform(img_size: int, mean, std, crop_min_scale: float = 0.2,
     ])
 
 
-def eval_transform(img_size: int, mean, std, crop_ratio: float = 224 / 256) -> Callable:
+class EvalTransform(transforms.Compose):
+    """Evaluation preprocessing (MAE's): resize the shorter side to ``img_size / crop_ratio`` (bicubic), centre
+    crop ``img_size``, ``ToTensor``, ``Normalize(mean, std)``; a torchvision ``Compose`` of those four.
+    :meth:`batch` computes the same for a batch of square grey 8-bit images no larger than the resize."""
+
+    def __init__(self, img_size: int, mean, std, crop_ratio: float):
+        self.img_size, self.mean, self.std = img_size, mean, std
+        self.resize = int(round(img_size / crop_ratio))
+        super().__init__([
+            transforms.Resize(self.resize, interpolation=InterpolationMode.BICUBIC),
+            transforms.CenterCrop(img_size),
+            transforms.ToTensor(),
+            transforms.Normalize(mean, std),
+        ])
+
+    def batches(self, shape: tuple[int, ...]) -> bool:
+        """Whether :meth:`batch` takes images of ``shape``: (H, W) square and at most the resize, with a crop
+        inside it."""
+        return len(shape) == 2 and shape[0] == shape[1] <= self.resize and self.img_size <= self.resize
+
+    def batch(self, images: np.ndarray) -> torch.Tensor:
+        """(B, H, W) uint8 images -> (B, 1, img_size, img_size), each as ``self(Image.fromarray(image))``."""
+        count, size = len(images), images.shape[1]
+        resized = resized_crops(images, np.tile([0, 0, size, size], (count, 1)), self.resize)
+        top = int(round((self.resize - self.img_size) / 2.0))  # torchvision's centre crop of a square
+        return normalize_batch(resized[:, top:top + self.img_size, top:top + self.img_size], self.mean, self.std)
+
+
+def eval_transform(img_size: int, mean, std, crop_ratio: float = 224 / 256) -> EvalTransform:
     """Evaluation preprocessing: resize to img_size / crop_ratio, centre crop, normalise (MAE's)."""
-    return transforms.Compose([
-        transforms.Resize(int(round(img_size / crop_ratio)), interpolation=InterpolationMode.BICUBIC),
-        transforms.CenterCrop(img_size),
-        transforms.ToTensor(),
-        transforms.Normalize(mean, std),
-    ])
+    return EvalTransform(img_size, mean, std, crop_ratio)
 
 
 def build_dataset(kind: str, root: str | os.PathLike, train: bool, transform: Callable | None, in_chans: int = 3,

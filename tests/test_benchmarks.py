@@ -295,7 +295,9 @@ def test_a_quick_run_measures_every_figure_and_writes_its_records(tmp_path, caps
     assert sorted({r.extra["figure"] for r in read}) == ["[1]", "[2]", "[3]", "[4]", "[5]", "[6]", "[8]"]
     assert all(r.protocol == bench_figures.PROTOCOL and r.extra["low"] <= r.value <= r.extra["high"] for r in read)
     loader = [r for r in read if r.extra["figure"] == "[4]"]
-    assert [r.method for r in loader] == ["emae", "mae"] and all(r.value > 0 for r in loader)
+    assert [(r.metric, r.method) for r in loader] == [("loader_over_step", "emae"), ("loader_over_step", "mae"),
+                                                      ("one_by_one_over_batched", "emae")]
+    assert all(r.value > 0 for r in loader)
     assert f"{len(read)} records appended to {path}" in out and out.count("\n[") >= len(read)
     saved = BenchSettings.from_dict(json.loads((tmp_path / "config.json").read_text()))
     assert (saved.quick, saved.repeats, saved.warmup, saved.preset) == (True, 2, 1, "cpu")

@@ -89,11 +89,13 @@ def test_progress_file_holds_the_last_report(tiny_checkpoint, tmp_path, monkeypa
 
 def test_fmnist_fine_tune_preset_is_a_quick_signal_in_maes_shape():
     """The fmnist preset (docstring of evaluation.presets): one epoch of 468 updates of 64 on 30k images with a
-    tenth of it warming up, MAE's layer decay and average pooling, no regularising augmentation, one thread."""
+    tenth of it warming up, MAE's layer decay and average pooling, no regularising augmentation, torch's threads
+    and no loader worker."""
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     cfg = resolve_config(FinetuneConfig, parser.parse_args(["--checkpoint", "c.pth", "--preset", "fmnist"]))
-    assert (cfg.train_limit, cfg.epochs, cfg.batch_size, cfg.effective_batch, cfg.threads) == (30000, 1, 64, 64, 1)
+    assert (cfg.train_limit, cfg.epochs, cfg.batch_size, cfg.effective_batch) == (30000, 1, 64, 64)
+    assert (cfg.threads, cfg.num_workers) == (0, 0)
     assert cfg.warmup_epochs == 0.1 and cfg.blr == 1e-2 and cfg.layer_decay == 0.75 and cfg.global_pool == "avg"
     assert (cfg.mixup, cfg.cutmix, cfg.auto_augment, cfg.reprob, cfg.drop_path, cfg.crop_min_scale) == \
            (0.0, 0.0, "", 0.0, 0.0, 1.0)
