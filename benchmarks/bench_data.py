@@ -44,13 +44,13 @@ def loader_vs_step(bench: BenchConfig, settings: BenchSettings) -> list[Figure]:
     figures = []
     for method in ("emae", "mae"):
         share = ratio(t[method], t["loader"])  # seconds per step / seconds per batch loaded
-        print(f"[4] {bench.name}, batch {bench.batch}: loader {loader.format('.1f')} img/s (one worker's work), "
+        print(f"[4] {bench.name}, batch {bench.batch}: loader {loader.format('.1f')} img/s (in the training process), "
               f"{method.upper()} step {t[method].rate(bench.batch).format('.1f')} img/s, ratio "
               f"{share.format('.1f')}x (target >= 3x)", flush=True)
         config = dict(bench=bench.name, arch=cfg.arch, batch=bench.batch, num_workers=cfg.num_workers,
                       repeats=settings.repeats, warmup=settings.warmup)
         figures.append(Figure("[4]", f"{bench.name} batch {bench.batch}: data loader / {method.upper()} step "
-                              "(images/s, per worker)", "loader_over_step", share, settings.rounds, method,
+                              "(images/s)", "loader_over_step", share, settings.rounds, method,
                               cfg.arch, cfg.dataset, config, Target(">=", 3.0), "x", ".1f",
                               details=dict(loader_images_per_s=loader.median,
                                            step_images_per_s=t[method].rate(bench.batch).median)))
