@@ -3,7 +3,7 @@
 7. ``emae pipeline`` at its defaults (the ``fmnist-small`` preset): the seconds of its stages (``ROOT/pipeline.json``)
    against the floor, the FLOPs the job has to compute over the machine's fp32 matrix-product rate (a ``square``^3
    product, timed as the ceiling of [3]). Target: the job takes at most 3x its floor. A root whose pipeline has not
-   finished (no ``report`` stage done) is run first, in this process (about 20 minutes on a 2-core CPU), with the
+   finished (no ``report`` stage done) is run first, in this process (about 10 minutes on a 2-core CPU), with the
    rate timed right before and right after it and their mean taken; a finished root is read and the rate timed now.
 
 The FLOPs are counted by torch's FLOP counter (matrix products, convolutions, attention), stage by stage:
@@ -65,7 +65,7 @@ from evaluation.training import evaluates
 from experiments.pipeline import PipelineConfig, run_pipeline, stages
 from experiments.runner import Stage, State
 
-DEFAULT_ROOT = "runs/bench/pipeline"
+DEFAULT_ROOT = "runs/pipeline"  # make run's root: make bench reads what make run finished
 TARGET = 3.0  # the job within 3x of its floor
 LAST_STAGE = "report"
 
@@ -456,7 +456,7 @@ def measure_pipeline(root: Path, settings: BenchSettings) -> Figure:
     if finished(root):
         print(f"[7] {root}: a finished pipeline; reading it and timing the matmul rate now", flush=True)
         return pipeline_figure(root, count_stages(root), [matmul_rate(settings)], settings)
-    print(f"[7] {root}: no finished pipeline; timing the matmul rate, running the pipeline (about 20 minutes on a "
+    print(f"[7] {root}: no finished pipeline; timing the matmul rate, running the pipeline (about 10 minutes on a "
           f"2-core CPU), timing the rate again", flush=True)
     before = matmul_rate(settings)
     started = time.perf_counter()

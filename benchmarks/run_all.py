@@ -2,8 +2,8 @@
 
 Prints each measurement as it is taken, then a table (figure, median, spread, target, met) and appends one
 result record per figure (protocol ``benchmark``) to ``--records``, for ``emae report``, with the run's
-settings (:class:`benchmarks.common.BenchSettings`, preset ``cpu``) as ``config.json`` beside them. About 11
-minutes on an unloaded 2-core CPU with the defaults, and 2 more for [6].
+settings (:class:`benchmarks.common.BenchSettings`, preset ``cpu``) as ``config.json`` beside them. About 9
+minutes on an unloaded 2-core CPU with the defaults, and 1 more for [7] after ``make run``.
 """
 from __future__ import annotations
 
@@ -58,7 +58,8 @@ def cpu_figures(settings: BenchSettings) -> list[Figure]:
         header("pipeline wall time against its arithmetic floor: [7]")
         figures.append(bench_pipeline.measure_pipeline(pipeline_root, settings))
     else:
-        print(f"[7] needs a finished pipeline in {pipeline_root}: python -m benchmarks.bench_pipeline runs one")
+        print(f"[7] needs a finished pipeline in {pipeline_root}: make run (or python -m benchmarks.bench_pipeline) "
+              "runs one")
     if settings.compile:
         header("torch.compile")
         for bench in bench_configs("mae", quick):

@@ -3,11 +3,12 @@ records and a hand count, the figure's ratio, and a quick run of the start-up be
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
-from benchmarks.bench_pipeline import StageCount, count_stages, finished, option, pipeline_figure
+from benchmarks.bench_pipeline import DEFAULT_ROOT, StageCount, count_stages, finished, option, pipeline_figure
 from benchmarks.bench_startup import startup_figure
 from benchmarks.ceiling import Ceiling
 from benchmarks.common import BenchSettings
@@ -27,6 +28,12 @@ def fake_root(root: Path, done: dict[str, float]) -> dict[str, Stage]:
     cfg.save(root)
     (root / "pipeline.json").write_text(json.dumps({"done": done, "started": list(done)}))
     return {stage.name: stage for stage in stages(cfg)}
+
+
+def test_make_bench_reads_the_pipeline_make_run_writes():
+    makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
+    run = re.search(r"^run:.*\n\t(.*)$", makefile, re.M).group(1)
+    assert run.endswith(f"-m emae pipeline --root {DEFAULT_ROOT}")
 
 
 def write_record(stage: Stage, protocol: str, extra: dict, config: dict | None = None) -> None:
