@@ -1,13 +1,15 @@
-"""Where the stages of ``emae study`` and ``emae pipeline`` run: here, in order (``--executor inline``), or as
-submitit jobs, one per chain (``--executor local``: processes of this machine; ``--executor slurm``: SLURM jobs).
+"""Where the stages of ``emae study`` and ``emae pipeline`` run: here (``--executor inline``, ``--jobs`` stages at a
+time, :func:`experiments.runner.run_plan`), or as submitit jobs, one per chain (``--executor local``: processes of
+this machine; ``--executor slurm``: SLURM jobs), each running its chain's stages likewise.
 
 A plan's stages are named ``CHAIN/STEP``; a **chain** is one backbone's stages in plan order (a pre-training and
 the evaluations of its checkpoint, a baseline's evaluations, the ``data/*`` stages), and a stage without a chain
 (``report``) runs here once every chain has ended, over what finished. A chain **needs** another when one of its
-stages reads what the other's stages write (an ``--out`` or ``--output-dir`` folder, or the records a
-``budget_from`` reads: EMAE at MAE's time needs MAE's chain, a detection needs ``data``). Chains whose needs have
-finished are submitted together (``executor.batch()``: one SLURM job array); on SLURM the others wait in the
-queue with ``--dependency=afterok:...``, on this machine they are submitted when their needs finish.
+stages reads what the other's stages write (:func:`experiments.runner.reads`: an ``--out``, ``--output-dir`` or
+``--features-dir`` folder, or the records a ``budget_from`` reads: EMAE at MAE's time needs MAE's chain, a
+detection needs ``data``). Chains whose needs have finished are submitted together (``executor.batch()``: one
+SLURM job array); on SLURM the others wait in the queue with ``--dependency=afterok:...``, on this machine they
+are submitted when their needs finish.
 
 A job (:class:`ChainJob`) runs its chain through :func:`experiments.runner.run_plan` with its own state file,
 ``ROOT/chains/CHAIN.json``, so jobs never write one file; ``ROOT/chains/jobs.json`` holds the job ids. A job that
@@ -36,20 +38,21 @@ from typing import Callable, ClassVar
 
 from emae.errors import EmaeError
 from emae.settings import CommandConfig, read_json
-from experiments.runner import (State, Stage, StageLine, _context, check_stages, log_path, pretrain_config,
-                                print_summary, run_plan, run_stage, run_stages, stage_times)
+from experiments.runner import (State, Stage, _context, chain_of, check_stages, log_path, outputs, pretrain_config,
+                                print_summary, reads, run_plan, run_stage, run_stages, stage_times)
 
 EXECUTORS = ("inline", "local", "slurm")
 SLURM_ONLY = ("partition", "account", "nodes", "cpus_per_task")  # options of the SLURM executor alone
 JOB_ONLY = ("gpus_per_node", "timeout_min", "slurm_folder")  # options of a job (local or slurm), not of inline
-OUTPUT_FLAGS = ("--out", "--output-dir")  # the flags that name what a stage writes
 MASTER_PORT = 29500  # the rendezvous port of a multi-node pre-training, on the first node
 WAIT_S = 2.0  # how often the submitting process looks at its running jobs
 JOBS_FILE = "jobs.json"
 
 EXECUTOR_HELP = {
-    "executor": f"where the stages run: {' | '.join(EXECUTORS)} (inline: in order in this process; local: one "
-                f"process per chain; slurm: one SLURM job per chain)",
+    "executor": f"where the stages run: {' | '.join(EXECUTORS)} (inline: in this process; local: one process per "
+                f"chain; slurm: one SLURM job per chain)",
+    "jobs": "stages run at a time, here or in a chain's job, each on cores / jobs threads once what it reads is "
+            "written (a pre-training runs alone, on every core)",
     "partition": "SLURM partition", "account": "SLURM account", "nodes": "SLURM nodes per job",
     "cpus_per_task": "SLURM CPUs per task (0: the cluster's default)",
     "gpus_per_node": "GPUs per job's node; above 1 a pre-training runs as DDP through torchrun",
@@ -64,6 +67,7 @@ class ExecutorConfig(CommandConfig):
     ``PipelineConfig``); ``root`` is the subclass's."""
 
     executor: str = "inline"
+    jobs: int = 2
     partition: str = ""
     account: str = ""
     nodes: int = 1
@@ -84,7 +88,7 @@ class ExecutorConfig(CommandConfig):
                 if getattr(self, name) != defaults[name] and self.executor not in allowed:
                     raise EmaeError(f"{name}={getattr(self, name)!r} is an option of {where}, but executor is "
                                     f"{self.executor!r}")
-        for name, least in (("nodes", 1), ("gpus_per_node", 0), ("cpus_per_task", 0), ("timeout_min", 1)):
+        for name, least in (("jobs", 1), ("nodes", 1), ("gpus_per_node", 0), ("cpus_per_task", 0), ("timeout_min", 1)):
             if getattr(self, name) < least:
                 raise EmaeError(f"{name} must be >= {least}, got {getattr(self, name)}")
         if self.nodes > 1 and self.gpus_per_node < 1:
@@ -105,28 +109,14 @@ class Chain:
     needs: tuple[str, ...]  # the chains whose outputs its stages read
 
 
-def chain_of(stage: Stage) -> str:
-    """``"mae-ep1-seed0/knn"`` -> ``"mae-ep1-seed0"``; ``""`` for a stage of no chain (``report``)."""
-    return stage.name.partition("/")[0] if "/" in stage.name else ""
-
-
-def _outputs(stage: Stage) -> list[str]:
-    argv = stage.argv
-    return [argv[i + 1] for i, word in enumerate(argv[:-1]) if word in OUTPUT_FLAGS]
-
-
 def split_chains(plan: list[Stage]) -> tuple[list[Chain], list[Stage]]:
     """The chains of ``plan`` in the order they appear (each chain's stages in plan order, its needs found from
     the paths its stages read), and the stages of no chain, which run after them."""
     names = list(dict.fromkeys(chain_of(s) for s in plan if chain_of(s)))
     members = {name: tuple(s for s in plan if chain_of(s) == name) for name in names}
-    outputs = {name: [out for s in members[name] for out in _outputs(s)] for name in names}
-
-    def reads(stage: Stage, out: str) -> bool:
-        return any(word == out or word.startswith(out.rstrip("/") + "/") for word in (*stage.argv, stage.budget_from))
-
+    written = {name: [out for s in members[name] for out in outputs(s)] for name in names}
     chains = [Chain(name, members[name], tuple(other for other in names if other != name and any(
-        reads(s, out) for s in members[name] for out in outputs[other]))) for name in names]
+        reads(s, out) for s in members[name] for out in written[other]))) for name in names]
     return chains, [s for s in plan if not chain_of(s)]
 
 
@@ -185,7 +175,7 @@ class ChainJob:
         context = _context()
         if env.node == 0:
             run_plan(context, list(self.chain.stages), self.root, state,
-                     lambda stage: launcher(stage, self.cfg, 0, env.hostnames[0]))
+                     lambda stage: launcher(stage, self.cfg, 0, env.hostnames[0]), self.cfg.jobs)
             return state.data["done"]
         # another node of a multi-node job joins the DDP of every pre-training the first node has not finished (its
         # state says which, and whether it continues one), writing its output beside the stage's log and no state
@@ -193,7 +183,7 @@ class ChainJob:
             if stage.argv[:1] == ("pretrain",) and not state.done(stage.name):
                 log = log_path(self.root, stage).with_suffix(f".node{env.node}.log")
                 code = run_stage(context, stage, log, stage.resumes(stage.name in state.data["started"]),
-                                 StageLine(f"{stage.name} (node {env.node})", tty=False),
+                                 f"{stage.name} (node {env.node})",
                                  launcher(stage, self.cfg, env.node, env.hostnames[0]))
                 if code != 0:
                     raise EmaeError(f"stage {stage.name} failed on node {env.node} (exit {code}); log: {log}")
@@ -313,7 +303,7 @@ def run_jobs(plan: list[Stage], root: Path, cfg: ExecutorConfig, summary: Callab
     (root / "chains" / "final.json").unlink(missing_ok=True)  # the report is rebuilt on every run, over the chains
     final_state = State(root / "chains" / "final.json")        # finished by then
     if final:
-        run_plan(_context(), final, root, final_state)
+        run_plan(_context(), final, root, final_state, jobs=cfg.jobs)
     states = [State(chain_state_path(root, c.name)) for c in chains] + [final_state]
     print_summary(root, summary, stage_times(plan, states), time.perf_counter() - started)
     if failed:
@@ -367,8 +357,8 @@ def print_status(plan_of: Callable[[ExecutorConfig], list[Stage]], config_cls, r
 
 
 def run(plan: list[Stage], cfg: ExecutorConfig, summary: Callable[[Path], str] | None = None) -> int:
-    """Run ``plan`` where ``cfg.executor`` says: in order here (:func:`experiments.runner.run_stages`) or as
-    jobs (:func:`run_jobs`)."""
+    """Run ``plan`` where ``cfg.executor`` says: here (:func:`experiments.runner.run_stages`) or as jobs
+    (:func:`run_jobs`)."""
     if cfg.executor == "inline":
-        return run_stages(plan, Path(cfg.root), cfg, summary)
+        return run_stages(plan, Path(cfg.root), cfg, cfg.jobs, summary)
     return run_jobs(plan, Path(cfg.root), cfg, summary)

@@ -8,8 +8,9 @@ claim is efficiency, so the comparison is at equal time); the summary's first li
 (:mod:`results.findings`), quoting EMAE at equal epochs from the committed study and reading ViTDet and UperNet
 against the seed spread recorded for those stages.
 
-The stages run one after another in one long-lived process (:mod:`experiments.runner`: a fresh child per stage,
-resumable through ``ROOT/pipeline.json``, stopping at the first failed stage with its error), or with
+The stages run in one long-lived process (:mod:`experiments.runner`: a fresh child per stage, ``--jobs`` of them at
+a time once what they read is written, the pre-trainings alone; resumable through ``ROOT/pipeline.json``,
+stopping after the first failed stage with its error), or with
 ``--executor local|slurm`` as one job per backbone (:mod:`experiments.executor`); ``--status ROOT`` prints where
 a run stands.
 
@@ -151,11 +152,12 @@ def baseline_stages(root: Path, suffix: str, preset: str, seed: int, eval_preset
 
 def pretrain_stage(name: str, preset: str, method: str, seed: int, out: Path, extra: tuple[str, ...],
                    budget_from: str = "") -> Stage:
-    """A pre-training that a re-run continues from its last checkpoint (or starts again if it wrote none);
-    ``budget_from``: the records of a pre-training whose wall time it trains for."""
+    """A pre-training that a re-run continues from its last checkpoint (or starts again if it wrote none), run
+    alone on every core (its wall time is a measurement); ``budget_from``: the records of a pre-training whose
+    wall time it trains for."""
     return Stage(name, ("pretrain", "--preset", preset, "--method", method, "--seed", str(seed), "--output-dir",
                         str(out), *extra), resume_argv=("--resume",), state=str(out / "checkpoint.pth"),
-                 budget_from=budget_from)
+                 budget_from=budget_from, exclusive=True)
 
 
 def classification_stages(name: str, run: Path, checkpoint: str, seed: int, eval_preset: str,

@@ -7,11 +7,17 @@ mmsegmentation are imported only by the stages that use them. Each child is a pr
 fails or crashes ends only itself, with its output in ``ROOT/logs/STAGE.log``, and its progress
 (:mod:`emae.progress`, in ``ROOT/logs/STAGE.progress``) shown on the stage's line while it runs.
 
+``jobs`` stages run at a time (:func:`run_plan`): a stage starts once the earlier stages whose outputs it reads
+have finished (:func:`stage_needs`), in plan order, each on ``cores // jobs`` threads (:func:`stage_threads`), so
+that the evaluations, most of which keep two cores only partly busy, share the machine. A stage marked
+``exclusive`` (a pre-training, whose wall time is a measurement) runs alone on every core, and a stage of no chain
+(the report) after every stage before it.
+
 A state file (:class:`State`: ``ROOT/pipeline.json`` for a run in this process, ``ROOT/chains/CHAIN.json`` for a
-chain run as a job, :mod:`experiments.executor`) records the finished stages with their time and the started ones,
-so a re-run skips the finished (a killed pre-training continues from its checkpoint, a killed evaluation from its
-own state); :func:`run_plan` stops at the first failed stage, recording it with its log in the state, and raises
-that stage's error.
+chain run as a job, :mod:`experiments.executor`) records the finished stages with their time, the started ones
+and the run's wall time, so a re-run skips the finished (a killed pre-training continues from its checkpoint, a
+killed evaluation from its own state). After a stage fails no other starts: the running ones finish, the failure
+is recorded with its log in the state, and :func:`run_plan` raises that stage's error.
 
 The fork server is a fresh interpreter, not a copy of the caller: a process that has already computed with torch
 (whose OpenMP threads do not survive a fork) can run stages too.
@@ -21,7 +27,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import multiprocessing
+import multiprocessing.connection
 import os
+import shutil
 import signal
 import sys
 import time
@@ -52,6 +60,7 @@ class Stage:
     state: str = ""  # the file a started stage continues from (e.g. its checkpoint)
     # a pre-training's records.jsonl whose wall time becomes this stage's --time-budget-s (EMAE at MAE's time)
     budget_from: str = ""
+    exclusive: bool = False  # runs alone, on every core (a pre-training: its wall time is a measurement)
 
     def resumes(self, started: bool) -> bool:
         """Whether a run of the stage continues an earlier one: it was started and left its state."""
@@ -111,12 +120,49 @@ class State:
         return name in self.data["done"]
 
 
+OUTPUT_FLAGS = ("--out", "--output-dir", "--features-dir")  # the flags that name what a stage writes
+
+
+def chain_of(stage: Stage) -> str:
+    """``"mae-ep1-seed0/knn"`` -> ``"mae-ep1-seed0"``; ``""`` for a stage of no chain (``report``)."""
+    return stage.name.partition("/")[0] if "/" in stage.name else ""
+
+
+def outputs(stage: Stage) -> list[str]:
+    """What a stage writes: the paths after its :data:`OUTPUT_FLAGS` (a features cache is written by the first
+    stage that names it and read by the others)."""
+    argv = stage.argv
+    return [argv[i + 1] for i, word in enumerate(argv[:-1]) if word in OUTPUT_FLAGS]
+
+
+def reads(stage: Stage, path: str) -> bool:
+    """Whether ``stage`` reads ``path``: one of its arguments (or its ``budget_from``) is that path or lies in it."""
+    return any(word == path or word.startswith(path.rstrip("/") + "/") for word in (*stage.argv, stage.budget_from))
+
+
+def stage_needs(plan: list[Stage]) -> dict[str, tuple[str, ...]]:
+    """The earlier stages of ``plan`` each stage waits for: those whose outputs it reads (:func:`reads`); for a
+    stage of no chain (the report, which reads what every stage wrote), every earlier stage."""
+    return {stage.name: tuple(s.name for s in plan[:i]
+                              if not chain_of(stage) or any(reads(stage, out) for out in outputs(s)))
+            for i, stage in enumerate(plan)}
+
+
+def stage_threads(jobs: int) -> int:
+    """The threads of a stage when ``jobs`` stages run at a time: this process's cores shared out, at least one;
+    0 (torch's default, every core) when they run one at a time."""
+    if jobs <= 1:
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // jobs)
+
+
 def _stage_main(argv: list[str], log: str, progress_file: str, cwd: str, environ: dict[str, str],
-                launch: tuple[str, ...] = ()) -> None:
+                threads: int = 0, launch: tuple[str, ...] = ()) -> None:
     """The body of a stage's process: the caller's folder and environment, its output to ``log``, its progress
-    to ``progress_file``, then the command: in this process, or ``launch + argv`` in its place (``torchrun``).
-    The stage ignores a scheduler's pre-emption signal (:data:`PREEMPT_SIGNAL`): the job's main process handles
-    it and ends the stage."""
+    to ``progress_file``, ``threads`` threads (0: torch's default), then the command: in this process, or
+    ``launch + argv`` in its place (``torchrun``). The stage ignores a scheduler's pre-emption signal
+    (:data:`PREEMPT_SIGNAL`): the job's main process handles it and ends the stage."""
     from emae import cli
 
     signal.signal(PREEMPT_SIGNAL, signal.SIG_IGN)
@@ -126,6 +172,11 @@ def _stage_main(argv: list[str], log: str, progress_file: str, cwd: str, environ
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(environ)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+        os.environ["OMP_NUM_THREADS"] = str(threads)  # and the programs it starts (torchrun's processes)
     sys.stdin = open(os.devnull)
     fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     for stream in (1, 2):
@@ -148,46 +199,81 @@ def _context():
     return context
 
 
-class StageLine:
-    """A running stage's line: rewritten in place on a terminal, a line every :data:`PLAIN_EVERY_S` otherwise."""
+class StageLines:
+    """The lines of the running stages. On a terminal, one line rewritten in place holds every running stage's
+    progress, and a stage's end is printed above it; otherwise a stage gets a line when it starts, every
+    :data:`PLAIN_EVERY_S` while it runs, and when it ends."""
 
-    def __init__(self, prefix: str, tty: bool):
-        self.prefix, self.tty, self.last = prefix, tty, time.monotonic()
-        self.show("running ...")
+    def __init__(self, tty: bool):
+        self.tty = tty
+        self.running: dict[str, list] = {}  # prefix -> [its text, when its last plain line was printed]
 
-    def show(self, text: str) -> None:
+    def start(self, prefix: str) -> None:
+        self.running[prefix] = ["running ...", time.monotonic()]
+        if not self.tty:
+            print(f"{prefix} running ...", flush=True)
+        self._draw()
+
+    def show(self, prefix: str, text: str) -> None:
+        entry = self.running[prefix]
+        entry[0] = text
         if self.tty:
-            print(f"\r{self.prefix} {text}\x1b[K", end="", flush=True)
-        elif text == "running ..." or time.monotonic() - self.last >= PLAIN_EVERY_S:
-            print(f"{self.prefix} {text}", flush=True)
-            self.last = time.monotonic()
+            self._draw()
+        elif time.monotonic() - entry[1] >= PLAIN_EVERY_S:
+            print(f"{prefix} {text}", flush=True)
+            entry[1] = time.monotonic()
 
-    def end(self, text: str) -> None:
-        print(f"\r{self.prefix} {text}\x1b[K" if self.tty else f"{self.prefix} {text}", flush=True)
+    def end(self, prefix: str, text: str) -> None:
+        del self.running[prefix]
+        print(f"\r{prefix} {text}\x1b[K" if self.tty else f"{prefix} {text}", flush=True)
+        self._draw()
+
+    def _draw(self) -> None:
+        if not self.tty or not self.running:
+            return
+        if len(self.running) == 1:
+            line = next(f"{prefix} {text}" for prefix, (text, _) in self.running.items())
+        else:  # several: each prefix without its padding
+            line = " | ".join(f"{' '.join(prefix.split())} {text}" for prefix, (text, _) in self.running.items())
+        print(f"\r{line[:shutil.get_terminal_size().columns - 1]}\x1b[K", end="", flush=True)
 
 
-def run_stage(context, stage: Stage, log: Path, resume: bool, line: StageLine, launch: tuple[str, ...] = ()) -> int:
-    """Run one stage in a child of the fork server (``launch``: the program the child runs the ``emae`` arguments
-    with instead, e.g. ``torchrun ... -m emae``); returns its exit status (negative: killed by that signal)."""
+def start_stage(context, stage: Stage, log: Path, resume: bool, threads: int = 0, launch: tuple[str, ...] = ()):
+    """Start one stage in a child of the fork server, on ``threads`` threads (0: torch's default; ``launch``: the
+    program the child runs the ``emae`` arguments with instead, e.g. ``torchrun ... -m emae``); returns the child."""
     argv = stage.command(resume)
     log.parent.mkdir(parents=True, exist_ok=True)
-    progress_file = log.with_suffix(".progress")
-    progress_file.unlink(missing_ok=True)
+    log.with_suffix(".progress").unlink(missing_ok=True)
     with open(log, "a", encoding="utf-8") as f:
         f.write(f"$ emae {' '.join(argv)}\n")
-    child = context.Process(target=_stage_main, args=(argv, str(log), str(progress_file), os.getcwd(),
-                                                      dict(os.environ), launch), name=stage.name)
+    child = context.Process(target=_stage_main, args=(argv, str(log), str(log.with_suffix(".progress")), os.getcwd(),
+                                                      dict(os.environ), threads, launch), name=stage.name)
     child.start()
-    t0 = time.perf_counter()
+    return child
+
+
+def running_text(log: Path, started: float) -> str:
+    """What a running stage's line says: the progress it reported, or how long it has run."""
+    text = progress.describe(progress.read(log.with_suffix(".progress")))
+    return f"running: {text}" if text else f"running ... {time.perf_counter() - started:.0f} s"
+
+
+def run_stage(context, stage: Stage, log: Path, resume: bool, prefix: str, launch: tuple[str, ...] = ()) -> int:
+    """Run one stage alone (:func:`start_stage`), its progress on a plain line; returns its exit status
+    (negative: killed by that signal)."""
+    lines = StageLines(tty=False)
+    lines.start(prefix)
+    child = start_stage(context, stage, log, resume, launch=launch)
+    started = time.perf_counter()
     try:
         while child.is_alive():
             child.join(POLL_S)
-            text = progress.describe(progress.read(progress_file))
-            line.show(f"running: {text}" if text else f"running ... {time.perf_counter() - t0:.0f} s")
+            lines.show(prefix, running_text(log, started))
     finally:
-        if child.is_alive():  # interrupted: the stage ends with the pipeline
+        if child.is_alive():  # interrupted: the stage ends with the caller
             child.terminate()
             child.join()
+    lines.end(prefix, f"ended (exit {child.exitcode})")
     return child.exitcode
 
 
@@ -227,45 +313,112 @@ def log_path(root: Path, stage: Stage) -> Path:
     return root / "logs" / f"{stage.name.replace('/', '-')}.log"
 
 
+@dataclass
+class Running:
+    """A started stage: its child process, its line's prefix, its log and when it started."""
+
+    stage: Stage
+    child: multiprocessing.Process
+    prefix: str
+    log: Path
+    started: float
+
+
+def startable(pending: list[Stage], running: list[Running], needs: dict[str, tuple[str, ...]],
+              unfinished: set[str], jobs: int) -> list[Stage]:
+    """The stages of ``pending`` (in plan order) to start now: those whose needs are not ``unfinished``, while
+    fewer than ``jobs`` run; an exclusive stage only when none runs, and none after it while it waits."""
+    if any(r.stage.exclusive for r in running):
+        return []
+    chosen: list[Stage] = []
+    for stage in pending:
+        if len(running) + len(chosen) >= jobs:
+            break
+        if unfinished.intersection(needs[stage.name]):
+            continue
+        if stage.exclusive:
+            if not running and not chosen:
+                chosen.append(stage)
+            break
+        chosen.append(stage)
+    return chosen
+
+
 def run_plan(context, plan: list[Stage], root: Path, state: State,
-             launch: Callable[[Stage], tuple[str, ...]] = lambda stage: ()) -> None:
-    """Run the stages in order in children of the fork server ``context``, skipping those ``state`` records as
-    done and continuing the started ones; ``launch(stage)``: the program a stage runs through (:func:`run_stage`).
-    A failed stage is recorded in ``state`` with its log and raised as an EmaeError with its error."""
-    tty = sys.stdout.isatty()
-    for index, stage in enumerate(plan, 1):
-        prefix = f"[{index:2d}/{len(plan)}] {stage.name:<22}"
+             launch: Callable[[Stage], tuple[str, ...]] = lambda stage: (), jobs: int = 1) -> None:
+    """Run the stages of ``plan`` in children of the fork server ``context``, ``jobs`` at a time: each once the
+    stages it needs (:func:`stage_needs`) finished, in plan order, on :func:`stage_threads` threads, an exclusive
+    stage alone on every core. Stages that ``state`` records as done, or whose framework is missing, are skipped;
+    started ones continue. ``launch(stage)``: the program a stage runs through (:func:`start_stage`). The state
+    keeps each finished stage's seconds and the run's wall time (``wall``, added up over re-runs). After a failed
+    stage none starts: the running ones finish, the failure is recorded in ``state`` with its log and raised as
+    an EmaeError with its error."""
+    needs, threads = stage_needs(plan), stage_threads(jobs)
+    prefixes = {s.name: f"[{i:2d}/{len(plan)}] {s.name:<22}" for i, s in enumerate(plan, 1)}
+    pending = []
+    for stage in plan:
         if state.done(stage.name):
-            print(f"{prefix} done earlier ({state.data['done'][stage.name]:.0f} s)", flush=True)
-            continue
-        if not stage.available:
-            print(f"{prefix} skipped: {stage.needs} is not installed", flush=True)
-            continue
-        resume = stage.name in state.data["started"]
-        if not resume:
-            state.data["started"].append(stage.name)
-            state.save()
-        log = log_path(root, stage)
-        line = StageLine(prefix, tty)
-        t0 = time.perf_counter()
-        code = run_stage(context, stage, log, stage.resumes(resume), line, launch(stage))
-        seconds = time.perf_counter() - t0
-        if code != 0:
-            line.end(f"FAILED after {seconds:.0f} s (exit {code}); log: {log}")
-            error = last_error(log)
-            state.data["failed"][stage.name] = {"log": str(log), "error": error}
-            state.save()
-            raise EmaeError(f"stage {stage.name} failed: {error}")
-        state.data["done"][stage.name] = seconds
-        state.data["failed"].pop(stage.name, None)
-        state.save()
-        line.end(f"done in {seconds:.0f} s")
+            print(f"{prefixes[stage.name]} done earlier ({state.data['done'][stage.name]:.0f} s)", flush=True)
+        elif not stage.available:
+            print(f"{prefixes[stage.name]} skipped: {stage.needs} is not installed", flush=True)
+        else:
+            pending.append(stage)
+    unfinished = {s.name for s in pending}
+    lines, running, failures = StageLines(sys.stdout.isatty()), [], []
+    wall_before, started = state.data.get("wall", 0.0), time.perf_counter()
+    try:
+        while running or (pending and not failures):
+            for stage in [] if failures else startable(pending, running, needs, unfinished, jobs):
+                pending.remove(stage)
+                resume = stage.name in state.data["started"]
+                if not resume:
+                    state.data["started"].append(stage.name)
+                    state.save()
+                log = log_path(root, stage)
+                lines.start(prefixes[stage.name])
+                child = start_stage(context, stage, log, stage.resumes(resume), 0 if stage.exclusive else threads,
+                                    launch(stage))
+                running.append(Running(stage, child, prefixes[stage.name], log, time.perf_counter()))
+            multiprocessing.connection.wait([r.child.sentinel for r in running], POLL_S)
+            for run in list(running):
+                if run.child.is_alive():
+                    lines.show(run.prefix, running_text(run.log, run.started))
+                    continue
+                run.child.join()
+                running.remove(run)
+                failure = _finish(run, state, lines)
+                if failure:
+                    failures.append(failure)
+                else:
+                    unfinished.discard(run.stage.name)
+                state.data["wall"] = wall_before + time.perf_counter() - started
+                state.save()
+    finally:
+        for run in running:  # interrupted: the running stages end with the run
+            run.child.terminate()
+            run.child.join()
+    if failures:
+        raise EmaeError(failures[0])
 
 
-def run_stages(plan: list[Stage], root: Path, config: CommandConfig,
+def _finish(run: Running, state: State, lines: StageLines) -> str:
+    """Record an ended stage in ``state`` and print its end; returns its failure ("" if it finished)."""
+    seconds, name, code = time.perf_counter() - run.started, run.stage.name, run.child.exitcode
+    if code != 0:
+        lines.end(run.prefix, f"FAILED after {seconds:.0f} s (exit {code}); log: {run.log}")
+        error = last_error(run.log)
+        state.data["failed"][name] = {"log": str(run.log), "error": error}
+        return f"stage {name} failed: {error}"
+    state.data["done"][name] = seconds
+    state.data["failed"].pop(name, None)
+    lines.end(run.prefix, f"done in {seconds:.0f} s")
+    return ""
+
+
+def run_stages(plan: list[Stage], root: Path, config: CommandConfig, jobs: int = 1,
                summary: Callable[[Path], str] | None = None) -> int:
-    """Run the stages in order (:func:`run_plan`), skipping those ``ROOT/pipeline.json`` records as done, then
-    print ``summary(root)`` (default: the summary of the records written) and every stage's time;
+    """Run the stages, ``jobs`` at a time (:func:`run_plan`), skipping those ``ROOT/pipeline.json`` records as
+    done, then print ``summary(root)`` (default: the summary of the records written) and every stage's time;
     raises EmaeError with the failed stage's error. ``config`` (the run's resolved config) is saved as
     ``ROOT/config.json``."""
     context = _context()
@@ -273,7 +426,7 @@ def run_stages(plan: list[Stage], root: Path, config: CommandConfig,
     state = State(root / "pipeline.json")
     config.save(root)
     started = time.perf_counter()
-    run_plan(context, plan, root, state)
+    run_plan(context, plan, root, state, jobs=jobs)
     print_summary(root, summary, stage_times(plan, [state]), time.perf_counter() - started)
     return 0
 
@@ -287,9 +440,11 @@ def print_summary(root: Path, summary: Callable[[Path], str] | None, times: str,
 
 def stage_times(plan: list[Stage], states: list[State]) -> str:
     """Every finished stage's time (read from the first of ``states`` that has it), as a Markdown table, with
-    the total."""
+    their sum and, for a run of one state, its wall time (less than the sum where stages ran side by side)."""
     done = [(stage.name, next(s.data["done"][stage.name] for s in states if s.done(stage.name)))
             for stage in plan if any(s.done(stage.name) for s in states)]
     rows = ["| stage | seconds |", "|---|---:|", *(f"| {name} | {seconds:.0f} |" for name, seconds in done),
             f"| all stages | {sum(s for _, s in done):.0f} |"]
+    if len(states) == 1 and "wall" in states[0].data:
+        rows.append(f"| wall time | {states[0].data['wall']:.0f} |")
     return "\n".join(rows)

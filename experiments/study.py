@@ -3,11 +3,11 @@
 For each seed, the baselines (the untrained backbone of the preset's architecture and seed, and raw pixels), then
 for each method and pre-training length (epochs): pre-train (one warm-up epoch in four), then kNN and the linear
 probe, and at the end the report, whose Table XII holds the means over seeds and whose cost table and plot put
-top-1 against pre-training wall time. The stages run in order through :func:`experiments.runner.run_stages`
-(resumable, stopping at the first failed stage), or with ``--executor local|slurm`` as one job per backbone
-(:mod:`experiments.executor`); ``--status ROOT`` prints where a study stands. Its settings (:class:`StudyConfig`)
-are resolved as defaults < ``--config`` file (YAML or JSON) < explicit flags, validated, and saved as
-``ROOT/config.json``.
+top-1 against pre-training wall time. The stages run through :func:`experiments.runner.run_stages` (``--jobs`` at a
+time, the pre-trainings alone; resumable, stopping after the first failed stage), or with ``--executor
+local|slurm`` as one job per backbone (:mod:`experiments.executor`); ``--status ROOT`` prints where a study stands.
+Its settings (:class:`StudyConfig`) are resolved as defaults < ``--config`` file (YAML or JSON) < explicit flags,
+validated, and saved as ``ROOT/config.json``.
 
     emae study --root runs/study-small --runs mae:1,2,4 emae:1,2 --seeds 0 1 2 --preset fmnist-small
 """
