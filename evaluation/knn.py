@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from emae.errors import EmaeError
-from emae.knn import knn_scores
+from emae.knn import knn_grid_scores, knn_scores
 from emae.records import print_records
 from evaluation.common import (EvalConfig, add_config_arguments, few_shot_summary, resolve_config, selection,
                                start_run, write_run_records)
@@ -58,8 +58,10 @@ def knn_top1(bank: tuple[Tensor, Tensor], queries: tuple[Tensor, Tensor], num_cl
 def select_k(bank: tuple[Tensor, Tensor], val: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor],
              num_classes: int, ks: tuple[int, ...], temperature: float) -> tuple[dict[str, float], int, float]:
     """(validation top-1 of every k, the k of the best (the first listed of a tie), its test top-1): k chosen on
-    ``val`` and ``test`` scored once, with it. Features (N, D) and labels (N,) as :func:`knn_top1` takes them."""
-    grid = {str(k): knn_top1(bank, val, num_classes, k, temperature) for k in ks}
+    ``val`` (every k from one similarity product, :func:`emae.knn.knn_grid_scores`) and ``test`` scored once, with
+    it. Features (N, D) and labels (N,) as :func:`knn_top1` takes them."""
+    hits = knn_grid_scores(bank[0], bank[1], val[0], num_classes, ks, temperature).argmax(-1) == val[1]
+    grid = {str(k): hit.float().mean().item() * 100 for k, hit in zip(ks, hits)}
     best = max(ks, key=lambda k: grid[str(k)])
     return grid, best, knn_top1(bank, test, num_classes, best, temperature)
 

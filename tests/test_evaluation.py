@@ -24,6 +24,7 @@ from emae.data import TFRandomResizedCrop
 from emae.engine import train
 from emae.errors import EmaeError
 from emae.export import export_checkpoint
+from emae.knn import knn_grid_scores
 from emae.models import build_model
 from emae.records import read_records
 from evaluation import training
@@ -202,6 +203,18 @@ def test_knn_scores_weight_each_neighbour():
     labels = torch.tensor([0, 1, 1])
     scores = knn_scores(bank, labels, torch.tensor([[2.0, 0.0]]), num_classes=2, k=2, temperature=0.5)
     assert torch.allclose(scores, torch.tensor([[torch.e ** 2, torch.e ** 1.6]]))
+
+
+def test_knn_grid_scores_are_each_k_scored_alone():
+    """Every k of the grid from one similarity product equals knn_scores of that k (queries in several chunks)."""
+    torch.manual_seed(0)
+    bank, labels, queries = torch.randn(300, 16), torch.randint(0, 5, (300,)), torch.randn(70, 16)
+    grid = knn_grid_scores(bank, labels, queries, 5, (1, 7, 40), 0.1, chunk=32)
+    assert grid.shape == (3, 70, 5)
+    for scores, k in zip(grid, (1, 7, 40)):
+        torch.testing.assert_close(scores, knn_scores(bank, labels, queries, 5, k, 0.1, chunk=32))
+    with pytest.raises(EmaeError, match="k=301 is larger than the 300 training images"):
+        knn_grid_scores(bank, labels, queries, 5, (1, 301))
 
 
 def test_knn_beats_chance_writes_a_record_and_is_not_rerun(ours, tmp_path, capsys):
