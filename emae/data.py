@@ -100,8 +100,10 @@ class FashionMNIST(Dataset):
         return img, int(self.targets[index])
 
     def __getitems__(self, indices: list[int]) -> list:
-        """``[self[i] for i in indices]``; through an :class:`EvalTransform`, computed as one batch."""
-        if isinstance(self.transform, EvalTransform) and self.transform.batches(self.images.shape[1:]):
+        """``[self[i] for i in indices]``; through an :class:`EvalTransform` or a :class:`TrainTransform`, computed
+        as one batch."""
+        batched = isinstance(self.transform, (EvalTransform, TrainTransform))
+        if batched and self.transform.batches(self.images.shape[1:]):
             return list(zip(self.transform.batch(self.images[indices]), self.targets[indices].tolist()))
         return [self[i] for i in indices]
 
@@ -171,7 +173,8 @@ def collate_counting_skipped(batch: list) -> tuple:
 
 def crop_box(width: int, height: int, scale: tuple[float, float], ratio: tuple[float, float],
              rng: random.Random) -> tuple[int, int, int, int]:
-    """The box of torchvision's ``RandomResizedCrop`` (MAE's pre-training crop), drawn from ``rng``.
+    """The box of torchvision's ``RandomResizedCrop`` (MAE's pre-training crop), drawn from ``rng`` (a
+    ``random.Random``, or the ``random`` module: its global generator).
 
     Up to 10 tries: an area (a fraction of the image's, uniform in ``scale``) and an aspect ratio (log-uniform in
     ``ratio``) give a rounded width and height; the first box that fits is placed uniformly inside the image.
@@ -195,6 +198,16 @@ def crop_box(width: int, height: int, scale: tuple[float, float], ratio: tuple[f
     else:
         w, h = width, height
     return (height - h) // 2, (width - w) // 2, h, w
+
+
+class RandomResizedCrop(transforms.RandomResizedCrop):
+    """torchvision's random resized crop with its box drawn by :func:`crop_box` from Python's global ``random``
+    generator (as timm's crop draws its box): the same distribution of boxes, without torchvision's tensor op for
+    each random number (up to ten tries of four each)."""
+
+    @staticmethod
+    def get_params(img, scale: tuple[float, float], ratio: tuple[float, float]) -> tuple[int, int, int, int]:
+        return crop_box(*get_image_size(img), scale, ratio, random)
 
 
 def _pil_bicubic(x: np.ndarray) -> np.ndarray:
@@ -365,21 +378,44 @@ class TFRandomResizedCrop(transforms.RandomResizedCrop):
         return top, left, h, w
 
 
-def pretrain_transform(img_size: int, mean, std, crop_min_scale: float = 0.2,
-                       crop: type[transforms.RandomResizedCrop] = transforms.RandomResizedCrop) -> Callable:
-    """MAE's training augmentation: a random resized crop (bicubic) + horizontal flip + normalise, drawn from
-    torch's global generator.
+class TrainTransform(transforms.Compose):
+    """MAE's training augmentation: a random resized crop (bicubic), a horizontal flip with probability 1/2 (drawn
+    from torch's global generator), ``ToTensor``, ``Normalize(mean, std)``; a torchvision ``Compose`` of those
+    four. ``crop``: torchvision's crop (:class:`RandomResizedCrop`, its box drawn from Python's generator), as
+    MAE's pre-training and fine-tuning use, or :class:`TFRandomResizedCrop`, as its linear probe does.
 
-    ``crop``: torchvision's crop, as MAE's pre-training uses, or :class:`TFRandomResizedCrop`, as its linear
-    probe does. Pre-training itself draws the same augmentation per image from a seed of its own
-    (:class:`PretrainImages`).
-    """
-    return transforms.Compose([
-        crop(img_size, scale=(crop_min_scale, 1.0), interpolation=InterpolationMode.BICUBIC),
-        transforms.RandomHorizontalFlip(),
-        transforms.ToTensor(),
-        transforms.Normalize(mean, std),
-    ])
+    :meth:`batch` computes the same for a batch of square grey 8-bit images no larger than ``img_size``, drawing
+    the same random numbers in the same order (each image's box, then its flip): a batch equals its images
+    through the ``Compose`` one by one."""
+
+    def __init__(self, img_size: int, mean, std, crop_min_scale: float = 0.2,
+                 crop: type[transforms.RandomResizedCrop] = RandomResizedCrop):
+        self.img_size, self.mean, self.std = img_size, mean, std
+        self.crop = crop(img_size, scale=(crop_min_scale, 1.0), interpolation=InterpolationMode.BICUBIC)
+        self.flip = transforms.RandomHorizontalFlip()
+        super().__init__([self.crop, self.flip, transforms.ToTensor(), transforms.Normalize(mean, std)])
+
+    def batches(self, shape: tuple[int, ...]) -> bool:
+        """Whether :meth:`batch` takes images of ``shape``: (H, W) square and at most ``img_size``."""
+        return len(shape) == 2 and shape[0] == shape[1] <= self.img_size
+
+    def batch(self, images: np.ndarray) -> torch.Tensor:
+        """(B, H, W) uint8 images -> (B, 1, img_size, img_size), each as ``self(Image.fromarray(image))``."""
+        template = Image.new("L", (images.shape[2], images.shape[1]))  # the size the crop draws its boxes in
+        boxes, flips = [], []
+        for _ in images:
+            boxes.append(self.crop.get_params(template, self.crop.scale, self.crop.ratio))
+            flips.append(bool(torch.rand(1) < self.flip.p))
+        crops = resized_crops(images, np.array(boxes), self.img_size)
+        crops = torch.where(torch.tensor(flips)[:, None, None], crops.flip(-1), crops)
+        return normalize_batch(crops, self.mean, self.std)
+
+
+def pretrain_transform(img_size: int, mean, std, crop_min_scale: float = 0.2,
+                       crop: type[transforms.RandomResizedCrop] = RandomResizedCrop) -> TrainTransform:
+    """MAE's training augmentation (:class:`TrainTransform`), drawn from the global generators. Pre-training
+    itself draws the same augmentation per image from a seed of its own (:class:`PretrainImages`)."""
+    return TrainTransform(img_size, mean, std, crop_min_scale, crop)
 
 
 class EvalTransform(transforms.Compose):

@@ -31,7 +31,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from emae.checkpoint import load_checkpoint, read_weights
-from emae.data import eval_transform
+from emae.data import eval_transform, pretrain_transform
 from emae.errors import EmaeError
 from emae.export import timm as timm_export
 from emae.records import print_records
@@ -85,7 +85,11 @@ class FinetuneConfig(EvalConfig):
 
 
 def train_transform(cfg: FinetuneConfig, img_size: int):
-    """MAE's fine-tuning augmentation: timm's ``create_transform`` with MAE's arguments."""
+    """MAE's fine-tuning augmentation: timm's ``create_transform`` with MAE's arguments. Without RandAugment and
+    random erasing that is a random resized crop, a flip and the normalisation, :class:`emae.data.TrainTransform`,
+    which a batch of Fashion-MNIST images goes through as one."""
+    if not cfg.auto_augment and not cfg.reprob:
+        return pretrain_transform(img_size, cfg.mean, cfg.std, cfg.crop_min_scale)
     transform = create_transform(input_size=img_size, is_training=True, scale=(cfg.crop_min_scale, 1.0),
                                  color_jitter=None, auto_augment=cfg.auto_augment or None, interpolation="bicubic",
                                  re_prob=cfg.reprob, re_mode="pixel", re_count=1, mean=cfg.mean, std=cfg.std)
@@ -137,7 +141,8 @@ def run(cfg: FinetuneConfig):
     if updates == 0:
         raise EmaeError(f"{cfg.data}: {len(splits.train)} training images are fewer than one batch of {batch}")
     lr = cfg.lr or cfg.blr * batch / 256
-    optimizer = create_optimizer_v2(model, "adamw", lr=lr, weight_decay=cfg.weight_decay, layer_decay=cfg.layer_decay)
+    optimizer = create_optimizer_v2(model, "adamw", lr=lr, weight_decay=cfg.weight_decay, layer_decay=cfg.layer_decay,
+                                    fused=True)  # one kernel a parameter group, not a loop of small ops
     mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, prob=cfg.mixup_prob,
                   switch_prob=cfg.mixup_switch_prob, label_smoothing=cfg.smoothing,
                   num_classes=classes) if cfg.mixing else None

@@ -1,5 +1,7 @@
 """Fashion-MNIST's images preprocessed a batch at a time (emae.data.resized_crops, PretrainImages.__getitems__,
-EvalTransform.batch) are the values torchvision's per-image PIL transforms give."""
+EvalTransform.batch, TrainTransform.batch) are the values torchvision's per-image PIL transforms give."""
+import random
+
 import numpy as np
 import pytest
 import torch
@@ -8,8 +10,9 @@ from torch.utils.data import DataLoader, Subset
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.functional import resized_crop
 
-from emae.data import (FASHION_MNIST_DIR, FashionMNIST, PretrainImages, bicubic_coefficients,
-                       collate_counting_skipped, eval_transform, resized_crops)
+from emae.data import (FASHION_MNIST_DIR, FashionMNIST, PretrainImages, RandomResizedCrop, TFRandomResizedCrop,
+                       bicubic_coefficients, collate_counting_skipped, eval_transform, pretrain_transform,
+                       resized_crops)
 from emae.errors import EmaeError
 
 
@@ -68,5 +71,28 @@ def test_evaluation_images_preprocessed_as_a_batch_are_the_images_one_by_one(siz
             patch.setattr(type(dataset.transform), "__call__", lambda *args: pytest.fail("a per-image transform"))
         batch = split.__getitems__(list(range(len(split))))
     one_by_one = [split[i] for i in range(len(split))]
+    assert all(img.shape == (1, size, size) for img, _ in batch)
+    assert all(torch.equal(a, b) and la == lb for (a, la), (b, lb) in zip(batch, one_by_one))
+
+
+@pytest.mark.fmnist
+@pytest.mark.parametrize("crop", [RandomResizedCrop, TFRandomResizedCrop])
+@pytest.mark.parametrize("size, scale, batched", [(32, 0.2, True), (32, 1.0, True), (28, 0.08, True),
+                                                 (24, 0.2, False)])
+def test_training_images_augmented_as_a_batch_are_the_images_one_by_one(crop, size, scale, batched, monkeypatch):
+    """FashionMNIST.__getitems__ through a TrainTransform (the fine-tune's and the full probe's random resized crop,
+    flip, normalise) draws the same boxes and flips as the Compose image by image, so from the same seeds it gives
+    the same tensors; a crop below 28 px goes image by image."""
+    dataset = FashionMNIST(FASHION_MNIST_DIR, limit=200,
+                           transform=pretrain_transform(size, (0.286,), (0.353,), scale, crop=crop))
+    assert dataset.transform.batches((28, 28)) is batched
+    indices = list(range(199, 0, -2))
+    torch.manual_seed(3), random.seed(3)
+    with monkeypatch.context() as patch:
+        if batched:  # the per-image path made to fail
+            patch.setattr(type(dataset.transform), "__call__", lambda *args: pytest.fail("a per-image transform"))
+        batch = dataset.__getitems__(indices)
+    torch.manual_seed(3), random.seed(3)
+    one_by_one = [dataset[i] for i in indices]
     assert all(img.shape == (1, size, size) for img, _ in batch)
     assert all(torch.equal(a, b) and la == lb for (a, la), (b, lb) in zip(batch, one_by_one))
