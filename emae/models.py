@@ -11,11 +11,13 @@ from functools import partial
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from timm.layers import PatchEmbed
 from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
 from emae.errors import EmaeError
+from emae.losses import patchify
 from emae.masking import PartMasks
 from emae.pos_embed import sincos_2d
 
@@ -111,6 +113,22 @@ class MaskedAutoencoderViT(nn.Module):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
 
+    def embed_patches(self, imgs: Tensor) -> Tensor:
+        """``patch_embed``'s projection (a convolution of stride p) as one matrix product of its weights with the
+        patchified images: the same numbers, and on a CPU a backward several times faster than the convolution's.
+
+        Args:
+            imgs: (B, C, H, W) at the model's image size.
+        Returns:
+            (B, N, D) patch embeddings.
+        """
+        if tuple(imgs.shape[1:]) != (self.in_chans, *self.patch_embed.img_size):
+            raise EmaeError(f"images of shape {tuple(imgs.shape[1:])} do not fit the model's "
+                            f"{(self.in_chans, *self.patch_embed.img_size)} (C, H, W)")
+        proj = self.patch_embed.proj
+        weight = proj.weight.permute(0, 2, 3, 1).reshape(proj.out_channels, -1)  # (D, p * p * C), patchify's order
+        return F.linear(patchify(imgs, self.patch_size), weight, proj.bias)
+
     def forward_encoder(self, imgs: Tensor, ids_keep: Tensor) -> Tensor:
         """Encode the visible patches of every part.
 
@@ -120,7 +138,7 @@ class MaskedAutoencoderViT(nn.Module):
         Returns:
             (B * K, 1 + L, D) latent tokens, cls token first.
         """
-        x = self.patch_embed(imgs) + self.pos_embed[:, 1:, :]  # (B, N, D), once per image
+        x = self.embed_patches(imgs) + self.pos_embed[:, 1:, :]  # (B, N, D), once per image
         b, k, length = ids_keep.shape
         offsets = torch.arange(b, device=imgs.device).view(b, 1, 1) * self.num_patches
         x = x.reshape(b * self.num_patches, -1)[(ids_keep + offsets).reshape(-1)]

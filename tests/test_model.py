@@ -95,6 +95,27 @@ def test_any_image_size_and_channel_count():
         MaskedAutoencoderViT(img_size=30, patch_size=8)
 
 
+@pytest.mark.parametrize("chans", [1, 3])
+def test_patch_embedding_as_a_product_is_the_convolution(chans):
+    """embed_patches (the conv's weights times patchify's vectors) gives patch_embed's values and the same weight
+    gradients; images of another size are an error naming both shapes."""
+    model = MaskedAutoencoderViT(img_size=24, patch_size=8, in_chans=chans, embed_dim=16, depth=1, num_heads=2,
+                                 decoder_embed_dim=8, decoder_depth=1, decoder_num_heads=1)
+    imgs = torch.randn(3, chans, 24, 24)
+    ours = model.embed_patches(imgs)
+    ours.square().sum().backward()
+    grads = [p.grad.clone() for p in model.patch_embed.parameters()]
+    model.zero_grad()
+    theirs = model.patch_embed(imgs)
+    theirs.square().sum().backward()
+    torch.testing.assert_close(ours, theirs)
+    for grad, p in zip(grads, model.patch_embed.parameters()):
+        torch.testing.assert_close(grad, p.grad)
+    with pytest.raises(EmaeError, match=rf"images of shape \({chans}, 32, 32\) do not fit the model's "
+                                        rf"\({chans}, 24, 24\)"):
+        model.embed_patches(torch.randn(1, chans, 32, 32))
+
+
 def test_official_full_and_encoder_only_state_dicts_load():
     source, target = small_model(), small_model()
     for p in target.parameters():
