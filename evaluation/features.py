@@ -174,9 +174,10 @@ def frozen_features(run: EvalRun, weights: Weights, cache_dir: str = "") -> Feat
 
 
 def few_shot_subsets(labels: Tensor, num_classes: int, shots: int, subsets: int, seed: int) -> list[Tensor]:
-    """``subsets`` random draws of ``shots`` training images per class from (N,) ``labels``: each a sorted
-    (shots * num_classes,) int64 index into them, drawn without replacement from the seed (``seed``, ``shots``,
-    subset), so that kNN and the probe of a seed draw the same images. A class with fewer images is an error."""
+    """``subsets`` random draws of ``shots`` training images per class from (N,) ``labels``: each a
+    (shots * num_classes,) int64 index into them, class by class (sorted within a class), so that every draw's
+    labels are the same, drawn without replacement from the seed (``seed``, ``shots``, subset), so that kNN and
+    the probe of a seed draw the same images. A class with fewer images is an error."""
     labels = labels.cpu()
     counts = torch.bincount(labels, minlength=num_classes)
     if counts.min() < shots:
@@ -186,6 +187,6 @@ def few_shot_subsets(labels: Tensor, num_classes: int, shots: int, subsets: int,
     for subset in range(subsets):
         generator = torch.Generator().manual_seed(seed * 1_000_003 + shots * 1009 + subset)
         per_class = [torch.nonzero(labels == c).flatten() for c in range(num_classes)]
-        draws.append(torch.cat([members[torch.randperm(len(members), generator=generator)[:shots]]
-                                for members in per_class]).sort().values)
+        draws.append(torch.cat([members[torch.randperm(len(members), generator=generator)[:shots]].sort().values
+                                for members in per_class]))
     return draws

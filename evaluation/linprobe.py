@@ -348,10 +348,51 @@ def _full_probe(ev: EvalRun) -> ProbeRun:
                     splits, report, weights.config, weights.arch, False, wall + ev.elapsed() - fitted)
 
 
+def probe_draws(features: Tensor, labels: Tensor, val: tuple[Tensor, Tensor], test: tuple[Tensor, Tensor],
+                num_classes: int, spans: tuple[tuple[int, int], ...], cfg: LinprobeConfig, size: int, lr_batch: int,
+                last_only: bool, log: Callable[[str], object] = print
+                ) -> list[tuple[list[dict], int, dict, list[float]]]:
+    """Train a grid of heads (``len(cfg.blrs)`` for each of ``spans``, column ranges of D features) for each of G
+    training sets side by side, in batches of ``size`` (:func:`fit_heads`; each lr = base lr x ``lr_batch`` /
+    256), choose each set's head on the validation split (``last_only``: at the last evaluation) and score that
+    head once on the test split.
+
+    Args:
+        features: (N, G * D), the G sets' features side by side (G = 1: one set); ``labels``: (N,), the same for
+            every set. Each set's heads start from the same weights, drawn from ``cfg.seed``, so each trains as it
+            would alone: its BatchNorm statistics are its own columns', its loss its own heads'.
+        val, test: (M, D) features and (M,) labels.
+    Returns:
+        per set: (its history, the head chosen, the entry of the history it was chosen at, its test top-1 and top-5).
+    """
+    dim = val[0].shape[1]
+    draws, grid = features.shape[1] // dim, len(spans) * len(cfg.blrs)
+    torch.manual_seed(cfg.seed)
+    stacked = tuple((a + g * dim, b + g * dim) for g in range(draws) for a, b in spans)
+    heads = LinearHeads(features.shape[1], num_classes, len(cfg.blrs), stacked).to(features.device)
+    with torch.no_grad():  # every set's heads from the first set's weights
+        for i, linear in enumerate(heads.linears[grid:]):
+            linear.load_state_dict(heads.linears[i % grid].state_dict())
+    repeated_val = (val[0].repeat(1, draws) if draws > 1 else val[0], val[1])
+    history = fit_heads(heads, (features, labels), repeated_val, cfg, size, log=log, lr_batch=lr_batch)
+    runs = []
+    for g in range(draws):
+        own = [dict(entry, top1=entry["top1"][g * grid:(g + 1) * grid], top5=entry["top5"][g * grid:(g + 1) * grid])
+               for entry in history]
+        h, entry = select_head(own, last_only)
+        heads.load_state_dict(entry["state"])
+        single, (start, stop) = heads.head(g * grid + h)  # the test split sees the chosen head only
+        with torch.no_grad():
+            hits = topk_hits(single(test[0][:, start - g * dim:stop - g * dim]), test[1])[0]
+        runs.append((own, h, entry, (100.0 * hits / len(test[1])).tolist()))
+    return runs
+
+
 def _fast_probe(ev: EvalRun) -> ProbeRun:
     """The grid of probes on cached features, or on raw pixels (one process, one batch per update), then the
-    few-shot grids. The heads are drawn from ``cfg.seed`` after the features are made, so that a run on cached
-    features trains what the run that extracted them did (extraction draws from the random state)."""
+    few-shot grids, the draws of each shot count side by side. The heads are drawn from ``cfg.seed`` after the
+    features are made, so that a run on cached features trains what the run that extracted them did (extraction
+    draws from the random state)."""
     cfg = ev.cfg
     data = evaluation_features(ev, cfg.features_dir)
     readouts = (data.default,) if data.default == PIXELS else (cfg.readouts or (data.default,))
@@ -360,34 +401,22 @@ def _fast_probe(ev: EvalRun) -> ProbeRun:
             raise EmaeError(f"read-out {name!r} is not one of this backbone's: {sorted(data.readouts)}")
     spans = tuple(data.readouts[name] for name in readouts)
     train, val, test = [(x.to(ev.device), y.to(ev.device)) for x, y in (data.train, data.val, data.test)]
-    batch = cfg.effective_batch or cfg.batch_size
+    batch, classes = cfg.effective_batch or cfg.batch_size, data.splits.num_classes
 
-    def probe(split: tuple[Tensor, Tensor], settings: LinprobeConfig, size: int, last_only: bool, log=print):
-        """Train the grid on ``split`` in batches of ``size`` (at the full-data probe's lrs), choose its head on
-        the validation split; (history, head, history entry, its test top-1 and top-5)."""
-        torch.manual_seed(cfg.seed)
-        heads = LinearHeads(train[0].shape[1], data.splits.num_classes, len(cfg.blrs), spans).to(ev.device)
-        history = fit_heads(heads, split, val, settings, size, log=log, lr_batch=batch)
-        h, entry = select_head(history, last_only)
-        heads.load_state_dict(entry["state"])
-        single, (start, stop) = heads.head(h)  # the test split sees the chosen head only
-        with torch.no_grad():
-            hits = topk_hits(single(test[0][:, start:stop]), test[1])[0]
-        return history, h, entry, (100.0 * hits / len(test[1])).tolist()
-
-    history, h, entry, (top1, top5) = probe(train, cfg, batch, last_only=False)
+    [(history, h, entry, (top1, top5))] = probe_draws(*train, val, test, classes, spans, cfg, batch, batch,
+                                                      last_only=False)
     few_shot, once = {}, dataclasses.replace(cfg, eval_every=cfg.epochs)  # few-shot: chosen at the last epoch
     for shots in cfg.shots:
-        draws = []
-        for index in few_shot_subsets(train[1], data.splits.num_classes, shots, cfg.shot_subsets, cfg.seed):
-            index = index.to(ev.device)
-            subset = (train[0][index], train[1][index])
-            shot_history, shot_h, shot_entry, (shot_top1, _) = probe(
-                subset, once, len(index), last_only=True, log=lambda line: print(f"{shots}-shot probe: {line}"))
-            draws.append(dict(chosen_cell(shot_h, shot_entry, readouts, cfg, batch),
-                              grid=cell_grid(shot_history, readouts, cfg.blrs),
-                              val_top1=shot_entry["top1"][shot_h], top1=shot_top1))
-        few_shot[str(shots)] = few_shot_summary(draws)
+        subsets = [index.to(ev.device) for index in few_shot_subsets(train[1], classes, shots, cfg.shot_subsets,
+                                                                     cfg.seed)]
+        labels = train[1][subsets[0]]  # class by class: the same in every draw
+        runs = probe_draws(torch.cat([train[0][index] for index in subsets], dim=1), labels, val, test, classes,
+                           spans, once, len(labels), batch, last_only=True,
+                           log=lambda line: print(f"{shots}-shot probes: {line}"))
+        few_shot[str(shots)] = few_shot_summary([
+            dict(chosen_cell(shot_h, shot_entry, readouts, cfg, batch),
+                 grid=cell_grid(shot_history, readouts, cfg.blrs), val_top1=shot_entry["top1"][shot_h], top1=shot_top1)
+            for shot_history, shot_h, shot_entry, (shot_top1, _) in runs])
     return ProbeRun(cell_grid(history, readouts, cfg.blrs), [e["epoch"] for e in history],
                     chosen_cell(h, entry, readouts, cfg, batch), entry["top1"][h], (top1, top5), few_shot, batch,
                     data.splits, data.report, data.config, data.arch, data.reused, ev.elapsed())

@@ -14,20 +14,17 @@ an error.
 - ``fmnist``: Fashion-MNIST (grey 28 px resized to the checkpoint's size), minutes on a 2-core CPU: kNN (k chosen
   from 10, 20, 100, 200) and the fast linear probe (a grid of read-outs x learning rates) on the cached features
   of the first 20k training images, chosen on the 10k validation images and scored on the 10k test images (the
-  probe evaluated every 10 epochs, on one thread), with few-shot kNN and probes on 1, 5, 10 and 25 training
-  images per class (3 draws each); kNN's read-out is the global average of the patch tokens (MAE's fine-tuning
-  read-out, which beats the cls token for pre-trained backbones in the sweep of docs/small-scale.md); and one
-  fine-tuning epoch (468 updates of 64) on 30k images.
+  probe evaluated every 10 epochs), with few-shot kNN and probes on 1, 5, 10 and 25 training images per class
+  (3 draws each); kNN's read-out is the global average of the patch tokens (MAE's fine-tuning read-out, which
+  beats the cls token for pre-trained backbones in the sweep of docs/small-scale.md); and one fine-tuning epoch
+  (468 updates of 64) on 30k images.
   That fine-tune is MAE's recipe in shape (AdamW, layer decay 0.75, warm-up for a tenth of the epoch, then
   cosine; global average pooling) sized for a quick signal: mixup, cutmix, RandAugment and random erasing,
   made for 100 epochs, hold back learning in so few updates, so they are off and the crops take the whole
   image (flips only). Its top-1 grows with the number of updates, so batch 64 at base lr 1e-2 (lr 2.5e-3)
-  learns most for its CPU time (fmnist-small's MAE backbone on 20k images: 82.5 %; batch 128: 80.8 %; batch
-  128 at base lr 1e-3: 71.0 %), and 30k images lift it above that backbone's linear probe (83.7 % against
-  82.3 %; the untrained backbone: 81.6 % against 77.8 %). The images are read in the evaluating process (no
-  loader workers): kNN's and the probe's features are preprocessed a batch at a time
-  (:class:`emae.data.EvalTransform`), and the fine-tune's two threads beside its own augmentation took 36 s
-  where one thread beside a loader worker took 48 s (fmnist-small's MAE backbone, 2-core CPU).
+  learns most for its CPU time, and 30k images lift it above the same backbone's linear probe
+  (docs/evaluation.md). The images are read in the evaluating process (no loader workers), a batch at a time
+  (:class:`emae.data.EvalTransform`, :class:`emae.data.TrainTransform`).
 - ``fmnist-full``: ``fmnist`` on all 50k training images besides the validation split (the fine-tune on them too).
 - ``imagenet-vit-b`` / ``-l`` / ``-h``: ImageNet-1K (``DATA/train`` and ``DATA/val`` class folders), 224 px,
   MAE's linear-probe recipe (LARS, base lr 0.1, batch 16384, 90 epochs for ViT-B and 50 for ViT-L/H, 10
@@ -64,7 +61,7 @@ def _fmnist(train_limit: int, finetune_limit: int) -> dict[str, dict]:
     return {
         "linprobe": dict(_FMNIST, **_SHOTS, fast=True, train_limit=train_limit, epochs=100, warmup_epochs=10,
                          batch_size=512, effective_batch=1024, blrs=(0.1, 0.3, 1.0, 3.0, 10.0), readouts=READOUTS,
-                         global_pool="avg", eval_every=10, threads=1),
+                         global_pool="avg", eval_every=10),
         "finetune": dict(_FMNIST, train_limit=finetune_limit, epochs=1, warmup_epochs=0.1, batch_size=64,
                          effective_batch=64, blr=1e-2, layer_decay=0.75, drop_path=0.0, crop_min_scale=1.0, mixup=0.0,
                          cutmix=0.0, auto_augment="", reprob=0.0),

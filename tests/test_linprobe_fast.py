@@ -14,7 +14,8 @@ from emae.errors import EmaeError
 from emae.records import read_records
 from emae.steps import NonFiniteLossError
 from evaluation.features import extract_features
-from evaluation.linprobe import LinearHead, LinearHeads, LinprobeConfig, fit_heads, grid_loss, lars, run
+from evaluation.linprobe import (LinearHead, LinearHeads, LinprobeConfig, fit_heads, grid_loss, lars, probe_draws,
+                                 run)
 from evaluation.readouts import READOUTS
 from evaluation.training import cosine_schedule, evaluates
 
@@ -139,6 +140,27 @@ def test_a_non_finite_loss_stops_the_probe_at_the_next_evaluation():
         fit_heads(_batched(0), (features, labels), _data(40, seed=1), _config(eval_every=2), 32, log=lambda _: None)
 
 
+def test_sets_trained_side_by_side_are_each_trained_alone():
+    """Few-shot draws probed as one grid (their features' columns side by side, their labels the same): each
+    draw's history, chosen head and test score are those of the draw probed alone."""
+    val, test = _data(80, seed=1), _data(60, seed=2)
+    labels = torch.arange(CLASSES).repeat_interleave(6)  # class by class, as few_shot_subsets orders a draw
+    draws = [_data(len(labels), seed=10 + g)[0] for g in range(3)]
+    spans = ((0, DIM // 2), (0, DIM))  # two read-outs: half the columns, all of them
+    cfg = _config(epochs=12, eval_every=12)
+    together = probe_draws(torch.cat(draws, dim=1), labels, val, test, CLASSES, spans, cfg, len(labels), 32,
+                           last_only=True, log=lambda line: None)
+    assert len(together) == 3
+    for features, (history, h, entry, scores) in zip(draws, together):
+        [(alone_history, alone_h, alone_entry, alone_scores)] = probe_draws(
+            features, labels, val, test, CLASSES, spans, cfg, len(labels), 32, last_only=True, log=lambda line: None)
+        assert len(history[-1]["top1"]) == len(spans) * len(BLRS)
+        for e, alone in zip(history, alone_history, strict=True):
+            assert e["top1"] == pytest.approx(alone["top1"]) and e["top5"] == pytest.approx(alone["top5"])
+        assert h == alone_h and scores == pytest.approx(alone_scores)
+    assert len({tuple(e[-1]["top1"]) for e, *_ in together}) == 3  # the draws differ
+
+
 def test_too_few_features_for_one_batch_is_an_error():
     with pytest.raises(EmaeError, match=r"20 training images are fewer than one batch of 32"):
         fit_heads(_batched(0), _data(20), _data(40, seed=1), _config(), 32)
@@ -179,9 +201,9 @@ def test_fast_probe_from_the_command_line_writes_its_records(tiny_checkpoint, tm
     assert top5.value > top1.value > 40  # far above chance (10 %), even on an untrained backbone's features
     assert not (tmp_path / "lp" / "checkpoint.pth").exists()  # the fast probe saves no training state
     assert json.loads((tmp_path / "lp" / "config.json").read_text())["eval_every"] == 4
-    phases = [r[3] for r in reports]
+    phases = [r[3] for r in reports]  # the grid, then one grid of the three draws a shot count
     assert "features" in phases and [r for r in reports if r[3] == "train"] == [(e, 15, "epochs", "train")
-                                                                                 for e in range(16)] * (1 + 4 * 3)
+                                                                                 for e in range(16)] * (1 + 4)
     assert cli_main([*common, "--output-dir", str(tmp_path / "again")]) == 0
     again, *_ = read_records(tmp_path / "again")
     assert again.extra["features_reused"] is True

@@ -135,6 +135,7 @@ def test_few_shot_draws_are_per_class_distinct_and_repeatable():
     labels = torch.arange(40) % CLASSES
     draws = few_shot_subsets(labels, CLASSES, 3, 3, seed=0)
     assert all(len(d) == 12 and torch.bincount(labels[d]).tolist() == [3] * CLASSES for d in draws)
+    assert all(labels[d].tolist() == [c for c in range(CLASSES) for _ in range(3)] for d in draws)  # class by class
     assert not torch.equal(draws[0], draws[1]) and all(torch.equal(a, b) for a, b in zip(
         draws, few_shot_subsets(labels, CLASSES, 3, 3, seed=0)))
     with pytest.raises(EmaeError, match="11 images per class: class 0 has only 10 training images"):
