@@ -59,42 +59,60 @@ def learning_rate(cfg: PretrainConfig, world_size: int) -> float:
     return cfg.lr or cfg.blr * cfg.batch_size * world_size * accumulation_steps(cfg, world_size) / 256
 
 
-def cosine_schedule(optimizer: torch.optim.Optimizer, cfg: PretrainConfig, total_updates: int) -> CosineLRScheduler:
-    """MAE's per-update schedule over ``total_updates``: linear warm-up from 0 for the config's share of them
-    (``warmup_epochs / epochs``: ``warmup_epochs`` epochs of a run of ``epochs``), then half-cycle cosine to
-    ``min_lr``."""
-    warmup = round(total_updates * cfg.warmup_epochs / cfg.epochs)
+def cosine_schedule(optimizer: torch.optim.Optimizer, cfg: PretrainConfig, total_updates: int,
+                    warmup: int | None = None) -> CosineLRScheduler:
+    """MAE's per-update schedule over ``total_updates``: linear warm-up from 0 for ``warmup`` updates (None: the
+    config's share of them, ``warmup_epochs / epochs``: ``warmup_epochs`` epochs of a run of ``epochs``), then
+    half-cycle cosine to ``min_lr``."""
+    if warmup is None:
+        warmup = round(total_updates * cfg.warmup_epochs / cfg.epochs)
     return CosineLRScheduler(optimizer, t_initial=max(total_updates - warmup, 1), lr_min=cfg.min_lr, warmup_t=warmup,
                              warmup_lr_init=0.0, warmup_prefix=True, t_in_epochs=False)
 
 
 @dataclass
 class TimeBudget:
-    """A pre-training of ``seconds`` of training time (``--time-budget-s``): the updates after the first and up to
-    the ``PROBE``-th are timed, and the run is then given the updates that fit in what is left of the budget at
-    that rate (at most ``cap``, its epochs' worth), with the schedule refitted to them once. The first update,
-    which pays for the loader's start and the kernels' first calls, is not timed."""
+    """A pre-training of ``seconds`` of training time (``--time-budget-s``), fitted twice. The updates after the
+    first and up to the ``PROBE``-th are timed, and the run is given the updates that fit in what is left of the
+    budget at that rate (at most ``cap``, its epochs' worth), with the schedule fitted to them: the config's share
+    of warm-up (``warmup_share``), then cosine. At the end of that warm-up every update since the first is timed
+    and the cosine is fitted to the updates that then fit, so that a machine slower or faster at the start than
+    later costs the run little of its budget; the learning rate is at its peak there under either fit, so the
+    schedule stays continuous. The first update, which pays for the loader's start and the kernels' first calls,
+    is not timed."""
 
     seconds: float
     cap: int
-    fitted: bool = False
-    _start: tuple[int, float] = (0, 0.0)  # the update and the training time after which the timing began
+    warmup_share: float
+    warmup: int | None = None  # the fitted warm-up, in updates (None: not fitted yet)
+    fits: int = 0  # how often the run was fitted (2: for good)
+    start_s: float = 0.0  # the training seconds after the first update, where the timing begins
 
     PROBE = 12
 
-    def after_update(self, step: int, spent_s: float) -> int | None:
-        """Called after each update with the training seconds so far; returns the run's total updates once it is
-        fitted (None before, and after)."""
-        if self.fitted:
-            return None
-        end = min(self.PROBE, self.cap)
+    def after_update(self, step: int, spent_s: float) -> tuple[int, int] | None:
+        """Called after each update with the training seconds so far; returns (the run's total updates, its
+        warm-up) when it is fitted, None otherwise."""
         if step == 1:
-            self._start = (1, spent_s)
-        if step < end or step < 2:
-            return None
-        self.fitted = True
-        step_s = (spent_s - self._start[1]) / (step - self._start[0])
-        return fitted_updates(self.seconds, spent_s, step_s, step, self.cap)
+            self.start_s = spent_s
+        if self.fits == 0 and step >= max(min(self.PROBE, self.cap), 2):
+            total = self._fit(step, spent_s)
+            self.warmup = round(total * self.warmup_share)
+            self.fits = 1 if step < self.warmup < total else 2
+            return total, self.warmup
+        if self.fits == 1 and step >= self.warmup:
+            self.fits = 2
+            return max(self._fit(step, spent_s), self.warmup), self.warmup
+        return None
+
+    def _fit(self, step: int, spent_s: float) -> int:
+        return fitted_updates(self.seconds, spent_s, (spent_s - self.start_s) / (step - 1), step, self.cap)
+
+    def state_dict(self) -> dict:
+        return {"warmup": self.warmup, "fits": self.fits, "start_s": self.start_s}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.warmup, self.fits, self.start_s = state["warmup"], state["fits"], state["start_s"]
 
 
 def fitted_updates(budget_s: float, spent_s: float, step_s: float, done: int, cap: int) -> int:
@@ -306,11 +324,14 @@ def train(cfg: PretrainConfig, resume: str | os.PathLike | None = None) -> dict:
     log = MetricsLog(out, info.is_main)
     if info.enabled:
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    budget = TimeBudget(cfg.time_budget_s, total_updates) if cfg.time_budget_s > 0 else None
+    budget = TimeBudget(cfg.time_budget_s, total_updates, cfg.warmup_epochs / cfg.epochs) if cfg.time_budget_s > 0 \
+        else None
     if ckpt is not None and budget is not None and "total_updates" in ckpt:  # fitted before the checkpoint
-        total_updates, budget.fitted = ckpt["total_updates"], True
+        total_updates = ckpt["total_updates"]
+        # a checkpoint written before the budget kept its state was fitted once, for good
+        budget.load_state_dict(ckpt.get("time_budget", {"warmup": None, "fits": 2, "start_s": 0.0}))
     run = PretrainRun(cfg, model, torch.compile(model) if cfg.compile else model, loader,
-                      cosine_schedule(optimizer, cfg, total_updates),
+                      cosine_schedule(optimizer, cfg, total_updates, budget.warmup if budget else None),
                       GradientSteps(model, optimizer, device.type, amp_dtype, accum, cfg.clip_grad), log, info, out,
                       total_updates=total_updates, budget=budget, monitor=monitor)
     if ckpt is not None:
@@ -342,6 +363,8 @@ def train(cfg: PretrainConfig, resume: str | os.PathLike | None = None) -> dict:
                     "scaler": run.steps.scaler.state_dict(), "epoch": done, "step": run.step,
                     "total_updates": run.total_updates, "wall_time_s": wall_time, "loss": last_loss,
                     "rng": rng_state(), "config": cfg.to_dict()}
+            if run.budget is not None:
+                ckpt["time_budget"] = run.budget.state_dict()
             if run.monitor is not None:
                 ckpt["monitor"] = run.monitor.state_dict()
             save_checkpoint(ckpt, out / LAST)
@@ -432,11 +455,12 @@ def train_one_epoch(run: PretrainRun, epoch: int) -> tuple[float, float]:
         if run.budget is not None:
             fitted = run.budget.after_update(run.step, run.wall_before + time.perf_counter() - started)
             if fitted is not None:
-                run.total_updates = fitted
-                run.scheduler = cosine_schedule(steps.optimizer, cfg, fitted)
+                run.total_updates, warmup = fitted
+                run.scheduler = cosine_schedule(steps.optimizer, cfg, run.total_updates, warmup)
                 if info.is_main:
-                    print(f"time budget {cfg.time_budget_s:.0f} s: {fitted} updates "
-                          f"({fitted / (usable // steps.accum):.2f} epochs)", flush=True)
+                    print(f"time budget {cfg.time_budget_s:.0f} s, fitted after {run.step} updates: "
+                          f"{run.total_updates} updates ({run.total_updates / (usable // steps.accum):.2f} epochs), "
+                          f"{warmup} of warm-up", flush=True)
         if info.is_main:
             progress.report(run.step, run.total_updates, "steps", "pretrain")
         mean_terms = all_reduce_mean(terms, info).tolist()
