@@ -1,10 +1,11 @@
 """The pipeline's wall time against its arithmetic floor (``python -m benchmarks.bench_pipeline``).
 
-7. ``emae pipeline`` at its defaults (the ``fmnist-small`` preset): the seconds of its stages (``ROOT/pipeline.json``)
-   against the floor, the FLOPs the job has to compute over the machine's fp32 matrix-product rate (a ``square``^3
-   product, timed as the ceiling of [3]). Target: the job takes at most 3x its floor. A root whose pipeline has not
-   finished (no ``report`` stage done) is run first, in this process (about 10 minutes on a 2-core CPU), with the
-   rate timed right before and right after it and their mean taken; a finished root is read and the rate timed now.
+7. ``emae pipeline`` at its defaults (the ``fmnist-small`` preset): the wall time of its stages (``ROOT/pipeline.json``;
+   they run two at a time, the pre-trainings alone) against the floor, the FLOPs the job has to compute over the
+   machine's fp32 matrix-product rate (a ``square``^3 product, timed as the ceiling of [3]). Target: the job takes
+   at most 3x its floor. A root whose pipeline has not finished (no ``report`` stage done) is run first, in this
+   process (about 13 minutes on a 2-core CPU), with the rate timed right before and right after it and their mean
+   taken; a finished root is read and the rate timed now.
 
 The FLOPs are counted by torch's FLOP counter (matrix products, convolutions, attention), stage by stage:
 
@@ -12,7 +13,8 @@ The FLOPs are counted by torch's FLOP counter (matrix products, convolutions, at
   backbone (``--epochs 0``);
 - kNN and the linear probe: the encoder's forward x the images the stage extracted (its record's ``train_images``
   and the validation split, unless ``features_reused``: the first of the two stages extracts, the other reads
-  the cache), then kNN's similarity products, or the probes' forward + backward x updates and their evaluations;
+  the cache), then kNN's similarity products (the validation split's, for every k at once, and the test
+  split's), or the probes' forward + backward x updates and their evaluations;
 - fine-tuning: forward + backward x the images of every epoch, and the evaluation forward x validation images
   x epochs;
 - consistency: the MAE's forward under the stage's M masks x its images;
@@ -181,12 +183,11 @@ def knn_flops(stage: Stage) -> tuple[int, str]:
     train, val, test = (record.extra[f"{split}_images"] for split in ("train", "val", "test"))
     extract, what = extraction(record, features, val + test)
     classes = num_classes(cfg)
-    # every k of the grid on the validation split, the chosen one once on the test split (few-shot banks of a
-    # few images per class: not counted)
-    similarity = (sum(similarity_flops(train, val, features.dim, classes, k, cfg.temperature) for k in cfg.ks)
+    # the grid of ks on the validation split from one product, the chosen k once on the test split (few-shot
+    # banks of a few images per class: not counted)
+    similarity = (similarity_flops(train, val, features.dim, classes, max(cfg.ks), cfg.temperature)
                   + similarity_flops(train, test, features.dim, classes, max(cfg.ks), cfg.temperature))
-    return extract + similarity, (f"{what}, {len(cfg.ks)} x {val} + {test} queries against {train} "
-                                  f"{features.dim}-d features")
+    return extract + similarity, f"{what}, {val} + {test} queries against {train} {features.dim}-d features"
 
 
 def linprobe_flops(stage: Stage) -> tuple[int, str]:
@@ -394,12 +395,15 @@ def matmul_rate(settings: BenchSettings) -> Ceiling:
     return timed_ceiling(timing, square.flops, f"{n}x{n}x{n} float32 product")
 
 
-def stage_table(counts: list[StageCount], rate: float) -> str:
+def stage_table(counts: list[StageCount], rate: float, wall: float) -> str:
     """One row per stage: seconds, counted GFLOPs, floor seconds at ``rate``, seconds over floor, and what was
-    counted; then the totals."""
+    counted; then the run: its ``wall`` seconds (less than the stages' added up where they ran side by side) over
+    the floor of them all."""
     missing = [c.name for c in counts if c.flops is None]
-    total = StageCount("all stages", sum(c.seconds or 0.0 for c in counts), sum(c.flops or 0 for c in counts),
-                       f"{len(missing)} not counted" if missing else "every stage counted")
+    stages_s = sum(c.seconds or 0.0 for c in counts)
+    total = StageCount("the run", wall, sum(c.flops or 0 for c in counts),
+                       f"wall time ({stages_s:.0f} s of stages); "
+                       + (f"{len(missing)} not counted" if missing else "every stage counted"))
 
     def cells(c: StageCount) -> list[str]:
         floor = c.floor_s(rate)
@@ -416,12 +420,19 @@ def stage_table(counts: list[StageCount], rate: float) -> str:
     return "\n".join(lines)
 
 
+def run_wall(root: Path, counts: list[StageCount]) -> float:
+    """The wall time of the pipeline's stages (``ROOT/pipeline.json``'s ``wall``, added up over its re-runs); for
+    a root written before the runner kept it, the stages' seconds added up (they ran one at a time then)."""
+    wall = State(root / "pipeline.json").data.get("wall")
+    return sum(c.seconds or 0.0 for c in counts) if wall is None else wall
+
+
 def pipeline_figure(root: Path, counts: list[StageCount], rates: list[Ceiling], settings: BenchSettings,
                     run_s: float | None = None) -> Figure:
-    """[7]: the stages' seconds over the floor (their FLOPs over the mean of the ``rates``' medians); the spread
-    from each round's rate. ``run_s``: the whole run's seconds where it ran in this process (orchestration
-    included), shown beside the stages'."""
-    wall = sum(c.seconds or 0.0 for c in counts)
+    """[7]: the run's wall time (:func:`run_wall`) over the floor (the stages' FLOPs over the mean of the
+    ``rates``' medians); the spread from each round's rate. ``run_s``: the whole command's seconds where it ran
+    in this process (orchestration included), shown beside."""
+    wall = run_wall(root, counts)
     flops = sum(c.flops or 0 for c in counts)
     if flops == 0:
         raise EmaeError(f"{root}: no stage's FLOPs could be counted: {[c.note for c in counts]}")
@@ -430,19 +441,20 @@ def pipeline_figure(root: Path, counts: list[StageCount], rates: list[Ceiling], 
     value = Spread.of(per_round, median=wall * rate / flops)
     missing = [c.name for c in counts if c.flops is None]
     timed = "before and after the run" if run_s is not None else "after the run, on a finished root"
-    print(stage_table(counts, rate))
+    print(stage_table(counts, rate, wall))
     print(f"[7] matmul rate ({rates[0].name}): {' and '.join(f'{r.median / 1e9:.1f}' for r in rates)} GFLOP/s "
           f"({timed}), {rate / 1e9:.1f} taken")
     if run_s is not None:
-        print(f"[7] the run took {run_s:.0f} s, {run_s - wall:.0f} s of it outside the stages")
-    print(f"[7] {wall:.0f} s of stages / {flops / rate:.1f} s floor ({flops / 1e12:.2f} TFLOPs) = "
+        print(f"[7] the command took {run_s:.0f} s, {run_s - wall:.0f} s of it outside the stages")
+    print(f"[7] {wall:.0f} s of wall time / {flops / rate:.1f} s floor ({flops / 1e12:.2f} TFLOPs) = "
           f"{value.format('.1f', 'x')} (target <= {TARGET:g}x)" + (f"; not counted: {missing}" if missing else ""),
           flush=True)
     cfg = pipeline_config(root)
-    config = dict(root=str(root), preset=cfg.preset, square=settings.square, repeats=settings.repeats,
+    config = dict(root=str(root), preset=cfg.preset, jobs=cfg.jobs, square=settings.square, repeats=settings.repeats,
                   warmup=settings.warmup)
-    details = dict(wall_s=wall, run_s=run_s, flops=flops, floor_s=flops / rate, rate_flops=rate,
-                   rates_flops=[r.median for r in rates], rate_timed=timed, not_counted=missing,
+    details = dict(wall_s=wall, stages_s=sum(c.seconds or 0.0 for c in counts), run_s=run_s, flops=flops,
+                   floor_s=flops / rate, rate_flops=rate, rates_flops=[r.median for r in rates], rate_timed=timed,
+                   not_counted=missing,
                    stages=[dict(stage=c.name, seconds=c.seconds, flops=c.flops, note=c.note) for c in counts])
     return Figure("[7]", f"emae pipeline ({cfg.preset}): wall time / arithmetic floor", "wall_over_floor", value,
                   f"{sum(len(r.per_round) for r in rates)} rounds of the {rates[0].name} ({timed})", "pipeline",

@@ -106,8 +106,8 @@ def test_knn_counts_the_extraction_and_similarities_and_the_probe_reads_the_cach
 
     dim = 128  # vit_tiny_p8_fmnist: 8-px patches of 32-px grey images, 128-d, 4 blocks
     per_image = vit_forward_flops(32, 8, 1, dim, 4)
-    # every k on the validation split, the chosen one on the test split
-    assert counts["untrained/knn"].flops == per_image * 40000 + (len(knn.ks) + 1) * 2 * 10000 * 20000 * dim
+    # one product on the validation split for every k, one on the test split for the chosen k
+    assert counts["untrained/knn"].flops == per_image * 40000 + 2 * 2 * 10000 * 20000 * dim
     heads = len(grid) * len(probe.blrs) * 10
     updates, evaluations = probe.epochs * (20000 // 1024), probe.epochs // probe.eval_every
     assert counts["untrained/linprobe"].flops == ((updates * 4 * 1024 + evaluations * 2 * 10000) * dim * heads
