@@ -19,10 +19,10 @@ the cls token, the patch-token average or both, of the last block or averaged ov
 learning rates, as one batched product (:class:`LinearHeads`), and the head and evaluated epoch with the best
 validation top-1 are chosen; every cell's validation accuracy is kept in the record's ``grid``. ``shots``:
 few-shot probes as well, the same grid on ``shots`` random training images per class (``shot_subsets`` draws,
-the same images as few-shot kNN's), trained on the whole draw at once for ``epochs`` updates at the learning
-rates of the full-data probe, chosen on the validation split at the last epoch, recorded as ``top1_Nshot``,
-the mean over the draws. Its loop (:func:`fit_heads`) reads nothing back from the device between
-evaluations and saves no checkpoint: a stopped run trains again from the start.
+the same images as few-shot kNN's, side by side as one grid: :func:`probe_draws`), trained on the whole draw at
+once for ``epochs`` updates at the learning rates of the full-data probe, chosen on the validation split at the
+last epoch, recorded as ``top1_Nshot``, the mean over the draws. Its loop (:func:`fit_heads`) reads nothing back
+from the device between evaluations and saves no checkpoint: a stopped run trains again from the start.
 """
 from __future__ import annotations
 
