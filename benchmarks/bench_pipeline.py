@@ -4,8 +4,10 @@
    they run two at a time, the pre-trainings alone) against the floor, the FLOPs the job has to compute over the
    machine's fp32 matrix-product rate (a ``square``^3 product, timed as the ceiling of [3]). Target: the job takes
    at most 3x its floor. A root whose pipeline has not finished (no ``report`` stage done) is run first, in this
-   process (about 13 minutes on a 2-core CPU), with the rate timed right before and right after it and their mean
-   taken; a finished root is read and the rate timed now.
+   process (about 15 minutes on a 2-core CPU), with the rate timed right before and right after it and their mean
+   taken: the two sides of the ratio measured in one run. A finished root is read and the rate timed now, which
+   shows its stages against their floors but carries any change of the machine's speed since the run (this
+   CPU's varies by half over a day); ``make bench`` therefore runs its own pipeline, in :data:`BENCH_ROOT`.
 
 The FLOPs are counted by torch's FLOP counter (matrix products, convolutions, attention), stage by stage:
 
@@ -36,6 +38,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -67,7 +70,8 @@ from evaluation.training import evaluates
 from experiments.pipeline import PipelineConfig, run_pipeline, stages
 from experiments.runner import Stage, State
 
-DEFAULT_ROOT = "runs/pipeline"  # make run's root: make bench reads what make run finished
+DEFAULT_ROOT = "runs/pipeline"  # make run's root, read by python -m benchmarks.bench_pipeline
+BENCH_ROOT = "runs/bench/pipeline"  # make bench's own pipeline: run afresh each time
 TARGET = 3.0  # the job within 3x of its floor
 LAST_STAGE = "report"
 
@@ -466,9 +470,10 @@ def measure_pipeline(root: Path, settings: BenchSettings) -> Figure:
     """[7] of the pipeline in ``root``: read if it finished, else run first (in this process) between two
     timings of the rate."""
     if finished(root):
-        print(f"[7] {root}: a finished pipeline; reading it and timing the matmul rate now", flush=True)
+        print(f"[7] {root}: a finished pipeline; reading it and timing the matmul rate now, not with the run: the "
+              f"ratio carries any change of this machine's speed since the run", flush=True)
         return pipeline_figure(root, count_stages(root), [matmul_rate(settings)], settings)
-    print(f"[7] {root}: no finished pipeline; timing the matmul rate, running the pipeline (about 10 minutes on a "
+    print(f"[7] {root}: no finished pipeline; timing the matmul rate, running the pipeline (about 15 minutes on a "
           f"2-core CPU), timing the rate again", flush=True)
     before = matmul_rate(settings)
     started = time.perf_counter()
@@ -476,6 +481,18 @@ def measure_pipeline(root: Path, settings: BenchSettings) -> Figure:
     run_s = time.perf_counter() - started
     after = matmul_rate(settings)
     return pipeline_figure(root, count_stages(root), [before, after], settings, run_s)
+
+
+def clear_bench_root(root: Path) -> None:
+    """Remove the pipeline a previous benchmark left in ``root`` (its figure's record keeps every stage's
+    seconds and FLOPs), so that [7] times a whole run; a ``root`` that holds anything else is an error."""
+    if not root.exists():
+        return
+    if not (root / CONFIG_FILE).is_file():
+        raise EmaeError(f"{root}: not a pipeline's root (no {CONFIG_FILE}); [7] runs its own pipeline there: "
+                        f"move it away")
+    print(f"[7] {root}: removing the previous benchmark's pipeline", flush=True)
+    shutil.rmtree(root)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,8 +2,9 @@
 
 Prints each measurement as it is taken, then a table (figure, median, spread, target, met) and appends one
 result record per figure (protocol ``benchmark``) to ``--records``, for ``emae report``, with the run's
-settings (:class:`benchmarks.common.BenchSettings`, preset ``cpu``) as ``config.json`` beside them. About 9
-minutes on an unloaded 2-core CPU with the defaults, and 1 more for [7] after ``make run``.
+settings (:class:`benchmarks.common.BenchSettings`, preset ``cpu``) as ``config.json`` beside them. [7] runs the
+pipeline afresh in ``runs/bench/pipeline`` (the previous benchmark's removed first), between two timings of the
+matmul rate. About 13 minutes on a 2-core CPU with the defaults, and 15 more for [7]; ``--quick`` leaves [7] out.
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ def finish(figures: list[Figure], started: float, settings: BenchSettings, modul
 
 
 def cpu_figures(settings: BenchSettings) -> list[Figure]:
-    """The figures [1]-[8] on the CPU ([7] when a finished pipeline is there to read; the compiled step's with
+    """The figures [1]-[8] on the CPU ([7] but with ``settings.quick``; the compiled step's with
     ``settings.compile``)."""
     quick = settings.quick
     figures = []
@@ -53,13 +54,13 @@ def cpu_figures(settings: BenchSettings) -> list[Figure]:
     figures += bench_probe.probe_vs_products(settings)
     header("pipeline stage start-up: [8]")
     figures.append(bench_startup.startup_figure(settings))
-    pipeline_root = Path(bench_pipeline.DEFAULT_ROOT)
-    if bench_pipeline.finished(pipeline_root):  # make bench reads a finished pipeline; it never runs one
-        header("pipeline wall time against its arithmetic floor: [7]")
-        figures.append(bench_pipeline.measure_pipeline(pipeline_root, settings))
+    if quick:
+        print("[7] runs the whole pipeline (about 15 minutes on a 2-core CPU): left out of --quick")
     else:
-        print(f"[7] needs a finished pipeline in {pipeline_root}: make run (or python -m benchmarks.bench_pipeline) "
-              "runs one")
+        header("pipeline wall time against its arithmetic floor: [7]")
+        root = Path(bench_pipeline.BENCH_ROOT)
+        bench_pipeline.clear_bench_root(root)
+        figures.append(bench_pipeline.measure_pipeline(root, settings))
     if settings.compile:
         header("torch.compile")
         for bench in bench_configs("mae", quick):

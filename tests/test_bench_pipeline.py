@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.bench_pipeline import DEFAULT_ROOT, StageCount, count_stages, finished, option, pipeline_figure
+from benchmarks.bench_pipeline import (DEFAULT_ROOT, StageCount, clear_bench_root, count_stages, finished, option,
+                                      pipeline_figure)
 from benchmarks.bench_startup import startup_figure
 from benchmarks.ceiling import Ceiling
 from benchmarks.common import BenchSettings
 from emae.checkpoint import save_checkpoint, untrained_checkpoint
 from emae.config import preset_config
+from emae.errors import EmaeError
 from emae.records import RECORDS_FILE, Record, append_records
 from evaluation.knn import KnnConfig
 from evaluation.linprobe import LinprobeConfig
@@ -30,10 +32,23 @@ def fake_root(root: Path, done: dict[str, float]) -> dict[str, Stage]:
     return {stage.name: stage for stage in stages(cfg)}
 
 
-def test_make_bench_reads_the_pipeline_make_run_writes():
+def test_the_benchmark_reads_the_pipeline_make_run_writes_by_default():
     makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text()
     run = re.search(r"^run:.*\n\t(.*)$", makefile, re.M).group(1)
     assert run.endswith(f"-m emae pipeline --root {DEFAULT_ROOT}")
+
+
+def test_make_bench_clears_its_own_pipeline_and_nothing_else(tmp_path):
+    root = tmp_path / "pipeline"
+    clear_bench_root(root)  # none yet: nothing to do
+    fake_root(root, {"report": 1.0})
+    clear_bench_root(root)
+    assert not root.exists()
+    root.mkdir()
+    (root / "notes.txt").write_text("mine")
+    with pytest.raises(EmaeError, match=r"pipeline: not a pipeline's root \(no config.json\)"):
+        clear_bench_root(root)
+    assert (root / "notes.txt").read_text() == "mine"
 
 
 def write_record(stage: Stage, protocol: str, extra: dict, config: dict | None = None) -> None:
