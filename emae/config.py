@@ -46,8 +46,8 @@ class PretrainConfig(settings.CommandConfig):
     # optimisation
     epochs: int = 10  # 0: write the untrained backbone (the initialised model) and stop
     warmup_epochs: int = 1
-    # > 0: train for this many seconds (MAE's wall time, for EMAE at equal time): the updates that fit, at most
-    # epochs' worth, with the schedule (warm-up share and cosine) fitted to them (emae.engine.TimeBudget)
+    # > 0: train for this many seconds (MAE's wall time, for EMAE at equal time), at most epochs' worth, the
+    # epochs' schedule (warm-up share and cosine) following the clock (emae.engine.TimeBudget)
     time_budget_s: float = 0.0
     batch_size: int = 256  # per process
     effective_batch: int = 0  # 0: batch_size x processes; larger values accumulate gradients

@@ -59,66 +59,33 @@ def learning_rate(cfg: PretrainConfig, world_size: int) -> float:
     return cfg.lr or cfg.blr * cfg.batch_size * world_size * accumulation_steps(cfg, world_size) / 256
 
 
-def cosine_schedule(optimizer: torch.optim.Optimizer, cfg: PretrainConfig, total_updates: int,
-                    warmup: int | None = None) -> CosineLRScheduler:
-    """MAE's per-update schedule over ``total_updates``: linear warm-up from 0 for ``warmup`` updates (None: the
-    config's share of them, ``warmup_epochs / epochs``: ``warmup_epochs`` epochs of a run of ``epochs``), then
-    half-cycle cosine to ``min_lr``."""
-    if warmup is None:
-        warmup = round(total_updates * cfg.warmup_epochs / cfg.epochs)
+def cosine_schedule(optimizer: torch.optim.Optimizer, cfg: PretrainConfig, total_updates: int) -> CosineLRScheduler:
+    """MAE's per-update schedule over ``total_updates``: linear warm-up from 0 for the config's share of them
+    (``warmup_epochs / epochs``), then half-cycle cosine to ``min_lr``."""
+    warmup = round(total_updates * cfg.warmup_epochs / cfg.epochs)
     return CosineLRScheduler(optimizer, t_initial=max(total_updates - warmup, 1), lr_min=cfg.min_lr, warmup_t=warmup,
                              warmup_lr_init=0.0, warmup_prefix=True, t_in_epochs=False)
 
 
-@dataclass
+@dataclass(frozen=True)
 class TimeBudget:
-    """A pre-training of ``seconds`` of training time (``--time-budget-s``), fitted twice. The updates after the
-    first and up to the ``PROBE``-th are timed, and the run is given the updates that fit in what is left of the
-    budget at that rate (at most ``cap``, its epochs' worth), with the schedule fitted to them: the config's share
-    of warm-up (``warmup_share``), then cosine. At the end of that warm-up every update since the first is timed
-    and the cosine is fitted to the updates that then fit, so that a machine slower or faster at the start than
-    later costs the run little of its budget; the learning rate is at its peak there under either fit, so the
-    schedule stays continuous. The first update, which pays for the loader's start and the kernels' first calls,
-    is not timed."""
+    """A pre-training of ``seconds`` of training time (``--time-budget-s``) whose schedule follows the clock: before
+    each update the run stands at :meth:`position` in its epochs' schedule (``cap`` updates: the config's share of
+    warm-up, then cosine), the larger of the share of the budget spent and the share of the updates made, and it
+    ends once the budget is spent (:meth:`spent`) or its epochs are made. However the machine's speed changes
+    during the run, it overshoots its budget by at most one update and its schedule runs to its end (the last
+    update at most one update's share of the budget from it)."""
 
     seconds: float
     cap: int
-    warmup_share: float
-    warmup: int | None = None  # the fitted warm-up, in updates (None: not fitted yet)
-    fits: int = 0  # how often the run was fitted (2: for good)
-    start_s: float = 0.0  # the training seconds after the first update, where the timing begins
 
-    PROBE = 12
+    def position(self, step: int, spent_s: float) -> float:
+        """Where in the ``cap`` updates' schedule the next update stands, in updates."""
+        return min(float(self.cap), max(float(step), self.cap * spent_s / self.seconds))
 
-    def after_update(self, step: int, spent_s: float) -> tuple[int, int] | None:
-        """Called after each update with the training seconds so far; returns (the run's total updates, its
-        warm-up) when it is fitted, None otherwise."""
-        if step == 1:
-            self.start_s = spent_s
-        if self.fits == 0 and step >= max(min(self.PROBE, self.cap), 2):
-            total = self._fit(step, spent_s)
-            self.warmup = round(total * self.warmup_share)
-            self.fits = 1 if step < self.warmup < total else 2
-            return total, self.warmup
-        if self.fits == 1 and step >= self.warmup:
-            self.fits = 2
-            return max(self._fit(step, spent_s), self.warmup), self.warmup
-        return None
-
-    def _fit(self, step: int, spent_s: float) -> int:
-        return fitted_updates(self.seconds, spent_s, (spent_s - self.start_s) / (step - 1), step, self.cap)
-
-    def state_dict(self) -> dict:
-        return {"warmup": self.warmup, "fits": self.fits, "start_s": self.start_s}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.warmup, self.fits, self.start_s = state["warmup"], state["fits"], state["start_s"]
-
-
-def fitted_updates(budget_s: float, spent_s: float, step_s: float, done: int, cap: int) -> int:
-    """The updates of a run of ``budget_s`` seconds that has made ``done`` in ``spent_s`` and then makes one
-    every ``step_s``: at least ``done``, at most ``cap``."""
-    return min(cap, done + int(max(budget_s - spent_s, 0.0) / step_s))
+    def spent(self, step: int, spent_s: float) -> bool:
+        """Whether the run ends after ``step`` updates and ``spent_s`` training seconds."""
+        return step >= self.cap or spent_s >= self.seconds
 
 
 def build_optimizer(model: MaskedAutoencoderViT, cfg: PretrainConfig, lr: float) -> torch.optim.Optimizer:
@@ -324,14 +291,12 @@ def train(cfg: PretrainConfig, resume: str | os.PathLike | None = None) -> dict:
     log = MetricsLog(out, info.is_main)
     if info.enabled:
         model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    budget = TimeBudget(cfg.time_budget_s, total_updates, cfg.warmup_epochs / cfg.epochs) if cfg.time_budget_s > 0 \
-        else None
-    if ckpt is not None and budget is not None and "total_updates" in ckpt:  # fitted before the checkpoint
-        total_updates = ckpt["total_updates"]
-        # a checkpoint written before the budget kept its state was fitted once, for good
-        budget.load_state_dict(ckpt.get("time_budget", {"warmup": None, "fits": 2, "start_s": 0.0}))
+    budget = TimeBudget(cfg.time_budget_s, total_updates) if cfg.time_budget_s > 0 else None
+    if budget is not None and info.is_main:
+        print(f"time budget {budget.seconds:.0f} s: the schedule of {cfg.epochs} epochs ({total_updates} updates) "
+              f"follows the training time, and the run ends when it is spent", flush=True)
     run = PretrainRun(cfg, model, torch.compile(model) if cfg.compile else model, loader,
-                      cosine_schedule(optimizer, cfg, total_updates, budget.warmup if budget else None),
+                      cosine_schedule(optimizer, cfg, total_updates),
                       GradientSteps(model, optimizer, device.type, amp_dtype, accum, cfg.clip_grad), log, info, out,
                       total_updates=total_updates, budget=budget, monitor=monitor)
     if ckpt is not None:
@@ -341,6 +306,7 @@ def train(cfg: PretrainConfig, resume: str | os.PathLike | None = None) -> dict:
             print(f"{resume}: written when masks came from a generator seeded by rank; its remaining epochs draw "
                   f"each image's mask and augmentation from (seed, epoch, index) instead", file=sys.stderr)
         start_epoch, run.step, wall_time = ckpt["epoch"], ckpt["step"], ckpt["wall_time_s"]
+        run.clock_s = wall_time
     log.truncate_after(run.step)  # the lines of a run that died before its next checkpoint (or before its first)
 
     flops = flops_per_iteration(cfg, cfg.batch_size * info.world_size * accum)
@@ -363,8 +329,6 @@ def train(cfg: PretrainConfig, resume: str | os.PathLike | None = None) -> dict:
                     "scaler": run.steps.scaler.state_dict(), "epoch": done, "step": run.step,
                     "total_updates": run.total_updates, "wall_time_s": wall_time, "loss": last_loss,
                     "rng": rng_state(), "config": cfg.to_dict()}
-            if run.budget is not None:
-                ckpt["time_budget"] = run.budget.state_dict()
             if run.monitor is not None:
                 ckpt["monitor"] = run.monitor.state_dict()
             save_checkpoint(ckpt, out / LAST)
@@ -413,9 +377,10 @@ class PretrainRun:
     info: DistInfo
     out: Path
     step: int = 0  # optimizer updates so far
-    total_updates: int = 0  # where the run ends: its epochs' updates, or those its time budget fits
+    total_updates: int = 0  # where the run ends: its epochs' updates, or those made when its time budget is spent
     budget: TimeBudget | None = None
     wall_before: float = 0.0  # training seconds of the epochs before the current one
+    clock_s: float = 0.0  # training seconds after the last update (the processes' mean)
     monitor: KnnMonitor | None = None  # the online monitor (emae.monitor), if the config has one
     paused_s: float = 0.0  # seconds of this process's epochs not spent training (the monitor's)
 
@@ -428,14 +393,15 @@ def train_one_epoch(run: PretrainRun, epoch: int) -> tuple[float, float]:
     image_noise = noise_shape(strategy, 1, unwrap(run.model).num_patches, cfg.parts)[1:]
     usable = len(run.loader) // steps.accum * steps.accum
     epoch_loss, epoch_updates, images, started = 0.0, 0, 0, time.perf_counter()
-    terms = torch.zeros(4, device=device)  # loss, pixel, consistency, spread of the current update
+    # loss, pixel, consistency and spread of the current update, and the training seconds after it
+    terms = torch.zeros(5, device=device)
     skipped = 0
     bar = tqdm(run.loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not info.is_main or None, leave=False)
     for it, (imgs, _, index, n_skipped) in enumerate(bar):
         if it >= usable or run.step >= run.total_updates:
             break
         if it % steps.accum == 0:
-            run.scheduler.step_update(run.step)
+            run.scheduler.step_update(run.step if run.budget is None else run.budget.position(run.step, run.clock_s))
         imgs = imgs.to(device, non_blocking=True)
         noise = per_image_noise(cfg.seed, epoch, index.to(device, non_blocking=True), image_noise)
         masks = make_part_masks(strategy, noise, cfg.parts, cfg.mask_ratio)
@@ -444,27 +410,22 @@ def train_one_epoch(run: PretrainRun, epoch: int) -> tuple[float, float]:
             steps.backward(loss, lambda: f"at step {run.step + 1} (epoch {epoch + 1}); stopping. The last good "
                                          f"checkpoint is {run.out / LAST}"
                                          + ("" if (run.out / LAST).exists() else " (none written yet)"))
-        terms += torch.stack([loss.detach(), parts["pixel_loss"], parts["consistency_loss"],
-                              parts["prediction_spread"]]) / steps.accum
+        terms[:4] += torch.stack([loss.detach(), parts["pixel_loss"], parts["consistency_loss"],
+                                  parts["prediction_spread"]]) / steps.accum
         images += imgs.shape[0] * info.world_size
         skipped += n_skipped
         if not steps.completes(it):
             continue
         steps.update()
         run.step += 1
-        if run.budget is not None:
-            fitted = run.budget.after_update(run.step, run.wall_before + time.perf_counter() - started)
-            if fitted is not None:
-                run.total_updates, warmup = fitted
-                run.scheduler = cosine_schedule(steps.optimizer, cfg, run.total_updates, warmup)
-                if info.is_main:
-                    print(f"time budget {cfg.time_budget_s:.0f} s, fitted after {run.step} updates: "
-                          f"{run.total_updates} updates ({run.total_updates / (usable // steps.accum):.2f} epochs), "
-                          f"{warmup} of warm-up", flush=True)
-        if info.is_main:
-            progress.report(run.step, run.total_updates, "steps", "pretrain")
+        terms[4] = run.wall_before + time.perf_counter() - started
         mean_terms = all_reduce_mean(terms, info).tolist()
         terms.zero_()
+        run.clock_s = mean_terms[4]  # the processes' mean: every one ends its budget at the same update
+        if run.budget is not None and run.budget.spent(run.step, run.clock_s):
+            run.total_updates = run.step
+        if info.is_main:
+            progress.report(run.step, run.total_updates, "steps", "pretrain")
         epoch_loss += mean_terms[0]
         epoch_updates += 1
         if run.monitor is not None:  # its seconds are left out of the epoch's clock

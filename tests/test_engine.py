@@ -225,53 +225,40 @@ def test_two_process_ddp_run_on_cpu(tmp_path):
     assert record.extra["batch_size"] == 64
 
 
-def test_a_time_budget_fits_the_updates_and_the_schedule_to_the_seconds():
-    from emae.engine import TimeBudget, cosine_schedule, fitted_updates
+def test_a_time_budget_runs_the_epochs_schedule_by_the_clock():
+    from emae.engine import TimeBudget, cosine_schedule
 
-    assert fitted_updates(100.0, 10.0, 0.5, 12, 1000) == 12 + 180  # 90 s left at 0.5 s an update
-    assert fitted_updates(100.0, 10.0, 0.01, 12, 1000) == 1000  # never past the epochs' updates
-    assert fitted_updates(5.0, 10.0, 0.5, 12, 1000) == 12  # the budget is spent: stop now
-    # the first update took 2 s, the next 11 0.5 s each, the later ones 0.3 s each: a machine faster after a while
-    spent, timeline = 2.0, {1: 2.0}
-    for step in range(2, 60):
-        spent += 0.5 if step <= 12 else 0.3
-        timeline[step] = spent
-    budget = TimeBudget(seconds=60.0, cap=500, warmup_share=0.25)
-    fitted = [(step, budget.after_update(step, spent)) for step, spent in timeline.items()]
-    first = 12 + int((60.0 - timeline[12]) / 0.5)  # at update 12: 0.5 s an update since the first
-    warmup = round(first * 0.25)
-    second = warmup + int((60.0 - timeline[warmup]) / ((timeline[warmup] - 2.0) / (warmup - 1)))  # at the warm-up's end
-    assert [(s, f) for s, f in fitted if f is not None] == [(12, (first, warmup)), (warmup, (second, warmup))]
-    assert second > first and budget.fits == 2
-    # the schedule keeps its shape: the preset's share of warm-up (1 epoch in 4), then cosine to min_lr, at any length
+    budget = TimeBudget(seconds=60.0, cap=500)
+    assert budget.position(10, 15.0) == 125.0  # a quarter of the budget spent: a quarter of the schedule
+    assert budget.position(300, 15.0) == 300.0  # a machine fast enough to make its epochs follows its updates
+    assert budget.position(10, 90.0) == 500.0  # never past the schedule's end
+    assert not budget.spent(499, 59.9) and budget.spent(12, 60.0) and budget.spent(500, 1.0)
+    # a machine that slows down half-way: the schedule stays on the clock and the run stops at the budget
     cfg = PretrainConfig(epochs=4, warmup_epochs=1, blr=1.0, lr=1.0)
-
-    def lrs(scheduler, optimizer, steps):
-        out = []
-        for step in steps:
-            scheduler.step_update(step)
-            out.append(optimizer.param_groups[0]["lr"])
-        return out
-
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    fixed = lrs(cosine_schedule(optimizer, cfg, 40), optimizer, range(40))
-    assert fixed[:11] == pytest.approx([i / 10 for i in range(11)]) and fixed[-1] < 0.01
-    # refitted at the warm-up's end: the warm-up kept, the cosine stretched, at its peak where the fits meet
-    refit = lrs(cosine_schedule(optimizer, cfg, 60, warmup=10), optimizer, range(60))
-    assert refit[:11] == pytest.approx(fixed[:11]) and refit[-1] < 0.01 and refit[20] > fixed[20]
+    scheduler = cosine_schedule(optimizer, cfg, budget.cap)
+    step, clock, lrs = 0, 0.0, []
+    while not budget.spent(step, clock):
+        scheduler.step_update(budget.position(step, clock))
+        lrs.append(optimizer.param_groups[0]["lr"])
+        clock += 0.25 if clock < 30.0 else 0.5
+        step += 1
+    assert step == 120 + 60 and 60.0 <= clock < 60.0 + 0.5  # 120 updates in 30 s, 60 in the next 30; under one over
+    assert lrs[60] == pytest.approx(1.0)  # the warm-up ends at a quarter of the budget, 15 s
+    assert lrs[-1] < 0.01 and lrs[:61] == sorted(lrs[:61]) and lrs[60:] == sorted(lrs[60:], reverse=True)
 
 
 def test_a_budgeted_run_stops_where_its_budget_ends_and_is_saved_finished(tmp_path, capsys):
     cfg = small(tmp_path / "run", epochs=4, batch_size=16, time_budget_s=1e-3)  # 16 updates an epoch, 64 at most
     summary = train(cfg)
-    assert "time budget 0 s, fitted after 12 updates: 12 updates (0.75 epochs), 3 of warm-up" in capsys.readouterr().out
-    assert summary["steps"] == 12 and summary["epochs_run"] == 0.75  # the timed updates, then the spent budget
-    assert len(losses(tmp_path / "run")) == 12
+    assert ("time budget 0 s: the schedule of 4 epochs (64 updates) follows the training time, and the run ends when "
+            "it is spent") in capsys.readouterr().out
+    assert summary["steps"] == 1 and summary["epochs_run"] == 1 / 16  # the budget is spent after the first update
+    assert len(losses(tmp_path / "run")) == 1
     ckpt = load_checkpoint(tmp_path / "run" / "checkpoint.pth")
-    assert (ckpt["epoch"], ckpt["step"], ckpt["total_updates"]) == (4, 12, 12)  # finished: a resume has nothing to do
-    assert (ckpt["time_budget"]["warmup"], ckpt["time_budget"]["fits"]) == (3, 2)  # fitted for good
+    assert (ckpt["epoch"], ckpt["step"], ckpt["total_updates"]) == (4, 1, 1)  # finished: a resume has nothing to do
     (record,) = read_records(tmp_path / "run" / "records.jsonl")
-    assert record.extra["time_budget_s"] == 1e-3 and record.extra["iterations"] == 12
-    assert train(cfg, resume=tmp_path / "run" / "checkpoint.pth")["steps"] == 12
+    assert record.extra["time_budget_s"] == 1e-3 and record.extra["iterations"] == 1
+    assert train(cfg, resume=tmp_path / "run" / "checkpoint.pth")["steps"] == 1
     free = small(tmp_path / "free", epochs=1, batch_size=16, time_budget_s=1e6)
     assert train(free)["steps"] == 16  # at most its epochs' updates
